@@ -1,0 +1,60 @@
+"""companion: the library that goes with the book *Cheaper Neural Networks*.
+
+Each technique lives in its own module, imported on first use so that
+``import companion`` stays light and never imports TensorFlow:
+
+========================  ==================================================
+``companion.data``        MNIST / Fashion-MNIST offline, loaders, toy data
+``companion.models``      LeNet-300-100, LeNet-5, a small CNN
+``companion.train``       seeding, device choice, ``fit`` with progress bars
+``companion.measure``     size, parameters, FLOPs, latency, accuracy
+``companion.plot``        the figure helpers the chapters share
+``companion.quant``       affine quantization, calibration, int8 models, QAT
+``companion.prune``       masks, schedules, structured pruning, sparse storage
+``companion.distill``     knowledge distillation (Hinton et al. 2015)
+``companion.lr``          learning-rate range test, schedules, seed sweeps
+``companion.optim``       optimizers written from their update formulas
+``companion.keras``       Keras / LiteRT counterparts (imports TensorFlow)
+========================  ==================================================
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_SUBMODULES = (
+    "data",
+    "models",
+    "train",
+    "measure",
+    "plot",
+    "quant",
+    "prune",
+    "distill",
+    "lr",
+    "optim",
+    "regularize",
+    "infer",
+    "amp",
+    "dynamic",
+    "parallel",
+    "apps",
+    "keras",
+    "report",
+    "cli",
+)
+
+__all__ = ["__version__", *_SUBMODULES]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'companion' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

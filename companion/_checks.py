@@ -1,0 +1,69 @@
+"""Argument checks shared by the public functions (clear errors, never silent)."""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def check_module(value: Any, name: str) -> nn.Module:
+    if not isinstance(value, nn.Module):
+        raise TypeError(f"{name} must be a torch.nn.Module, got {type(value).__name__}")
+    return value
+
+
+def check_int(value: Any, name: str, *, min_value: int | None = None,
+              max_value: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    value = int(value)
+    if min_value is not None and value < min_value:
+        raise ValueError(f"{name} must be >= {min_value}, got {value}")
+    if max_value is not None and value > max_value:
+        raise ValueError(f"{name} must be <= {max_value}, got {value}")
+    return value
+
+
+def check_float(value: Any, name: str, *, min_value: float | None = None,
+                max_value: float | None = None, min_inclusive: bool = True,
+                max_inclusive: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if min_value is not None:
+        bad = value < min_value if min_inclusive else value <= min_value
+        if bad:
+            op = ">=" if min_inclusive else ">"
+            raise ValueError(f"{name} must be {op} {min_value}, got {value}")
+    if max_value is not None:
+        bad = value > max_value if max_inclusive else value >= max_value
+        if bad:
+            op = "<=" if max_inclusive else "<"
+            raise ValueError(f"{name} must be {op} {max_value}, got {value}")
+    return value
+
+
+def check_tensor(value: Any, name: str, *, floating: bool = False,
+                 allow_empty: bool = False, finite: bool = True) -> torch.Tensor:
+    """Check that ``value`` is a tensor, optionally floating, non-empty and finite."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if floating and not value.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
+    if not allow_empty and value.numel() == 0:
+        raise ValueError(f"{name} must not be empty")
+    if finite and value.is_floating_point() and value.numel() and not torch.isfinite(value).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    return value
+
+
+def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value

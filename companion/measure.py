@@ -1,0 +1,470 @@
+"""Measure a model: serialized size, parameters, FLOPs, latency and accuracy.
+
+Every number here is measured, never estimated from a model's description:
+
+* size is the length in bytes of the serialized artifact (a state dict saved
+  with ``torch.save``, a TorchScript or ``torch.export`` archive, a ``.tflite``
+  file ...), optionally after gzip;
+* latency is the median of repeated timed runs after warm-up, with the thread
+  count and device recorded beside it;
+* FLOPs are counted by running the model once with hooks on its layers.
+
+Each function returns a small dataclass that prints as a table.
+"""
+
+from __future__ import annotations
+
+import gzip as _gzip
+import io
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._checks import check_int, check_module
+from .train import evaluate
+
+__all__ = [
+    "Table",
+    "SizeReport",
+    "ParamReport",
+    "FlopReport",
+    "LatencyReport",
+    "bytes_per_value",
+    "serialized_size",
+    "model_size_bytes",
+    "count_parameters",
+    "count_flops",
+    "measure_latency",
+    "accuracy",
+]
+
+accuracy = evaluate  # top-1 accuracy in [0, 1]; see companion.train.evaluate
+
+
+# --------------------------------------------------------------------------- tables
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "-"
+        if value == 0 or 1e-3 <= abs(value) < 1e6:
+            return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+        return f"{value:.3e}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+@dataclass
+class Table:
+    """Rows of results that print as an aligned text table and save as JSON.
+
+    >>> print(Table([{"model": "a", "bytes": 1024}], title="sizes"))  # doctest: +SKIP
+    """
+
+    rows: list[dict[str, Any]]
+    title: str = ""
+
+    @property
+    def columns(self) -> list[str]:
+        cols: list[str] = []
+        for row in self.rows:
+            cols += [k for k in row if k not in cols]
+        return cols
+
+    def __str__(self) -> str:
+        cols = self.columns
+        cells = [[_fmt(r.get(c, "")) for c in cols] for r in self.rows]
+        widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
+        def line(vals: Sequence[str]) -> str:
+            return "  ".join(v.rjust(w) if i else v.ljust(w)
+                             for i, (v, w) in enumerate(zip(vals, widths, strict=True)))
+        out = [self.title] if self.title else []
+        out += [line(cols), line(["-" * w for w in widths])]
+        out += [line(row) for row in cells]
+        return "\n".join(out)
+
+    __repr__ = __str__
+
+    def to_markdown(self) -> str:
+        cols = self.columns
+        lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        lines += ["| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |" for r in self.rows]
+        return "\n".join(lines)
+
+    def save_json(self, path: str | os.PathLike) -> None:
+        Path(path).write_text(json.dumps({"title": self.title, "rows": self.rows}, indent=2,
+                                         default=str))
+
+
+# --------------------------------------------------------------------------- size
+def bytes_per_value(dtype: torch.dtype) -> float:
+    """Storage of one value: 4 for float32, 2 for bf16/fp16, 1 for int8 ..."""
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch.dtype, got {type(dtype).__name__}")
+    if dtype == torch.bool:
+        return 1.0
+    return torch.empty((), dtype=dtype).element_size()
+
+
+@dataclass
+class SizeReport:
+    """Bytes of one serialized artifact, raw and after gzip (level 9)."""
+
+    format: str
+    bytes: int
+    gzip_bytes: int
+
+    @property
+    def kib(self) -> float:
+        return self.bytes / 1024
+
+    def __str__(self) -> str:
+        return (f"{self.format}: {self.bytes:,} bytes ({self.kib:,.1f} KiB), "
+                f"gzip {self.gzip_bytes:,} bytes")
+
+
+def _serialize(obj: Any, fmt: str, example_input: Any) -> bytes:
+    buf = io.BytesIO()
+    if isinstance(obj, (bytes, bytearray)):
+        return bytes(obj)
+    if isinstance(obj, (str, os.PathLike)):
+        path = Path(obj)
+        if not path.is_file():
+            raise FileNotFoundError(f"obj: no file at {path}")
+        return path.read_bytes()
+    if isinstance(obj, torch.export.ExportedProgram):
+        torch.export.save(obj, buf)
+        return buf.getvalue()
+    if isinstance(obj, torch.jit.ScriptModule):
+        torch.jit.save(obj, buf)
+        return buf.getvalue()
+    if isinstance(obj, dict):
+        torch.save(obj, buf)
+        return buf.getvalue()
+    check_module(obj, "obj")
+    if fmt == "state_dict":
+        torch.save(obj.state_dict(), buf)
+    elif fmt == "torchscript":
+        if example_input is None:
+            raise ValueError("example_input is required for fmt='torchscript'")
+        with torch.no_grad():
+            torch.jit.save(torch.jit.trace(obj.eval(), example_input), buf)
+    elif fmt == "exported":
+        if example_input is None:
+            raise ValueError("example_input is required for fmt='exported'")
+        args = example_input if isinstance(example_input, tuple) else (example_input,)
+        torch.export.save(torch.export.export(obj.eval(), args), buf)
+    else:
+        raise ValueError(f"fmt must be 'state_dict', 'torchscript' or 'exported', got {fmt!r}")
+    return buf.getvalue()
+
+
+def serialized_size(obj: Any, *, fmt: str = "state_dict",
+                    example_input: Any = None) -> SizeReport:
+    """Serialize ``obj`` in memory and count the bytes.
+
+    Args:
+        obj: an ``nn.Module`` (serialized as ``fmt``), a state dict, a
+            ``ScriptModule``, an ``ExportedProgram``, raw ``bytes`` (e.g. a
+            TFLite flatbuffer) or a path to a file.
+        fmt: for modules: ``"state_dict"`` (``torch.save(model.state_dict())``),
+            ``"torchscript"`` (traced) or ``"exported"`` (``torch.export``).
+        example_input: needed by ``"torchscript"`` and ``"exported"``.
+    """
+    data = _serialize(obj, fmt, example_input)
+    label = fmt if isinstance(obj, nn.Module) else type(obj).__name__
+    if isinstance(obj, (str, os.PathLike)):
+        label = Path(obj).suffix.lstrip(".") or "file"
+    return SizeReport(label, len(data), len(_gzip.compress(data, compresslevel=9, mtime=0)))
+
+
+def model_size_bytes(model: nn.Module) -> int:
+    """Bytes of ``torch.save(model.state_dict())``: the size of the weights file."""
+    return serialized_size(check_module(model, "model")).bytes
+
+
+# --------------------------------------------------------------------------- parameters
+@dataclass
+class ParamReport:
+    """Parameter and non-zero counts, in total and per tensor."""
+
+    total: int
+    nonzero: int
+    per_tensor: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of parameters that are exactly zero."""
+        return 1.0 - self.nonzero / self.total if self.total else 0.0
+
+    def table(self) -> Table:
+        return Table(self.per_tensor, title="parameters")
+
+    def __str__(self) -> str:
+        return (f"{self.table()}\ntotal {self.total:,} parameters, {self.nonzero:,} non-zero "
+                f"(sparsity {self.sparsity:.2%})")
+
+
+def _named_weights(model: nn.Module) -> Iterable[tuple[str, torch.Tensor]]:
+    # Parameters as the model computes with them: a pruned weight (weight_orig
+    # plus weight_mask, as torch.nn.utils.prune leaves it) counts as `weight`.
+    seen = set()
+    for mod_name, mod in model.named_modules():
+        for pname, p in mod.named_parameters(recurse=False):
+            full = f"{mod_name}.{pname}" if mod_name else pname
+            if pname.endswith("_orig") and hasattr(mod, pname[: -len("_orig")]):
+                base = pname[: -len("_orig")]
+                seen.add(full)
+                yield (f"{mod_name}.{base}" if mod_name else base), getattr(mod, base).detach()
+            elif full not in seen:
+                yield full, p.detach()
+
+
+def count_parameters(model: nn.Module) -> ParamReport:
+    """Count parameters and exact non-zeros of ``model`` (masks of pruned layers applied)."""
+    check_module(model, "model")
+    rows, total, nonzero = [], 0, 0
+    for name, w in _named_weights(model):
+        n, nz = w.numel(), int(torch.count_nonzero(w))
+        rows.append({"tensor": name, "shape": tuple(w.shape), "params": n, "nonzero": nz})
+        total, nonzero = total + n, nonzero + nz
+    return ParamReport(total, nonzero, rows)
+
+
+# --------------------------------------------------------------------------- FLOPs
+@dataclass
+class FlopReport:
+    """Multiply-accumulates of one forward pass; FLOPs = 2 x MACs."""
+
+    macs: int
+    per_layer: list[dict[str, Any]] = field(default_factory=list)
+    batch_size: int = 1
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
+
+    def table(self) -> Table:
+        return Table(self.per_layer, title=f"MACs per layer (batch {self.batch_size})")
+
+    def __str__(self) -> str:
+        return (f"{self.table()}\ntotal {self.macs:,} MACs = {self.flops:,} FLOPs "
+                f"for a batch of {self.batch_size}")
+
+
+def _rnn_macs(mod: nn.RNNBase, inputs: tuple, output: Any) -> int:
+    x = inputs[0]
+    if isinstance(x, nn.utils.rnn.PackedSequence):
+        steps = int(x.data.shape[0])  # total time steps summed over the batch
+        batch = 1
+    else:
+        seq_dim = 1 if mod.batch_first else 0
+        steps = x.shape[seq_dim] if x.dim() == 3 else x.shape[0]
+        batch = x.shape[1 - seq_dim] if x.dim() == 3 else 1
+    gates = {"LSTM": 4, "GRU": 3}.get(mod.mode, 1)
+    dirs = 2 if mod.bidirectional else 1
+    h = mod.hidden_size
+    macs = 0
+    for layer in range(mod.num_layers):
+        in_size = mod.input_size if layer == 0 else h * dirs
+        macs += dirs * gates * (in_size * h + h * h)
+    return macs * steps * batch
+
+
+def _mha_macs(mod: nn.MultiheadAttention, inputs: tuple, output: Any) -> int:
+    q, k = inputs[0], inputs[1]
+    seq_dim = 1 if mod.batch_first else 0
+    if q.dim() == 3:
+        lq, lk, batch = q.shape[seq_dim], k.shape[seq_dim], q.shape[1 - seq_dim]
+    else:
+        lq, lk, batch = q.shape[0], k.shape[0], 1
+    e = mod.embed_dim
+    proj = lq * e * e + 2 * lk * e * mod.kdim if mod.kdim == e else (
+        lq * e * e + lk * e * mod.kdim + lk * e * mod.vdim)
+    attn = 2 * lq * lk * e          # scores Q K^T and the weighted sum of V
+    out = lq * e * e
+    return batch * (proj + attn + out)
+
+
+def _layer_macs(mod: nn.Module, inputs: tuple, output: Any) -> int | None:
+    out = output[0] if isinstance(output, tuple) else output
+    if isinstance(mod, nn.RNNBase):
+        return _rnn_macs(mod, inputs, output)
+    if isinstance(mod, nn.MultiheadAttention):
+        return _mha_macs(mod, inputs, output)
+    if not isinstance(out, torch.Tensor):
+        return None
+    # nn.Linear and its quantized / QAT / dynamic variants all carry these attributes
+    if hasattr(mod, "in_features") and hasattr(mod, "out_features"):
+        return out.numel() // mod.out_features * mod.in_features * mod.out_features
+    if hasattr(mod, "in_channels") and hasattr(mod, "kernel_size") and hasattr(mod, "groups"):
+        k = mod.kernel_size if isinstance(mod.kernel_size, tuple) else (mod.kernel_size,)
+        kernel = 1
+        for s in k:
+            kernel *= s
+        return out.numel() * (mod.in_channels // mod.groups) * kernel
+    return None
+
+
+def count_flops(model: nn.Module, example_input: torch.Tensor | tuple) -> FlopReport:
+    """Count the MACs of Linear, Conv, RNN/LSTM/GRU and attention layers in one forward.
+
+    Elementwise work (activations, normalization, pooling) is not counted:
+    it is small next to the matrix products for the models of this book.
+
+    Args:
+        model: run once in eval mode on ``example_input`` (mode restored after).
+        example_input: a tensor, or a tuple of positional inputs.
+    """
+    check_module(model, "model")
+    args = example_input if isinstance(example_input, tuple) else (example_input,)
+    if not args or not isinstance(args[0], torch.Tensor):
+        raise TypeError("example_input must be a tensor or a tuple of tensors")
+    rows: list[dict[str, Any]] = []
+    handles = []
+    inside: list[nn.Module] = []
+
+    def pre(mod, inputs):
+        inside.append(mod)
+
+    def hook(name):
+        def fn(mod, inputs, output):
+            inside.pop()
+            if any(isinstance(m, (nn.MultiheadAttention, nn.RNNBase)) for m in inside):
+                return  # counted by the enclosing attention / recurrent layer
+            macs = _layer_macs(mod, inputs, output)
+            if macs is not None:
+                out = output[0] if isinstance(output, tuple) else output
+                rows.append({"layer": name, "type": type(mod).__name__, "macs": int(macs),
+                             "output": tuple(out.shape) if isinstance(out, torch.Tensor)
+                             else "-"})
+        return fn
+
+    for name, mod in model.named_modules():
+        if not list(mod.children()) or isinstance(mod, (nn.MultiheadAttention, nn.RNNBase)):
+            handles.append(mod.register_forward_pre_hook(pre))
+            handles.append(mod.register_forward_hook(hook(name)))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(*args)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    batch = int(args[0].shape[0]) if args[0].dim() > 1 else 1
+    return FlopReport(sum(r["macs"] for r in rows), rows, batch)
+
+
+# --------------------------------------------------------------------------- latency
+@dataclass
+class LatencyReport:
+    """Timing of repeated calls: median and spread in milliseconds, and the setting."""
+
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    runs: int
+    warmup: int
+    threads: int
+    device: str
+    batch_size: int | None = None
+
+    @property
+    def throughput(self) -> float:
+        """Items per second at the median latency (needs ``batch_size``)."""
+        if not self.batch_size:
+            return float("nan")
+        return self.batch_size / (self.median_ms / 1000)
+
+    def as_row(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        batch = f", batch {self.batch_size}" if self.batch_size else ""
+        return (f"median {self.median_ms:.3f} ms (p10 {self.p10_ms:.3f}, p90 {self.p90_ms:.3f}) "
+                f"over {self.runs} runs after {self.warmup} warm-up, {self.device}, "
+                f"{self.threads} thread(s){batch}")
+
+
+def _quantile(sorted_vals: list[float], q: float) -> float:
+    idx = q * (len(sorted_vals) - 1)
+    lo, hi = int(idx), min(int(idx) + 1, len(sorted_vals) - 1)
+    return sorted_vals[lo] + (sorted_vals[hi] - sorted_vals[lo]) * (idx - lo)
+
+
+def measure_latency(model: nn.Module | Callable[[], Any], example_input: Any = None, *,
+                    warmup: int = 10, repeats: int = 50, threads: int | None = None,
+                    device: torch.device | str | None = None) -> LatencyReport:
+    """Median wall-clock latency of ``model(example_input)`` (or of ``model()``).
+
+    The model runs in eval mode under ``torch.inference_mode``; on CUDA the
+    device is synchronized around each run. ``threads`` sets PyTorch's
+    intra-op thread count for the measurement only (restored afterwards).
+
+    Args:
+        model: an ``nn.Module`` called on ``example_input``, or any zero-argument
+            callable (an ONNX Runtime or LiteRT run, say) when ``example_input``
+            is None.
+        example_input: a tensor or a tuple of tensors, moved to ``device``.
+        warmup: untimed calls first (caches, lazy initialisation, JIT).
+        repeats: timed calls; the report gives their median and 10/90 percentiles.
+        threads: PyTorch intra-op threads during the measurement (default: current).
+        device: where a module and its input run (default: the module's device).
+    """
+    warmup = check_int(warmup, "warmup", min_value=0)
+    repeats = check_int(repeats, "repeats", min_value=1)
+    if threads is not None:
+        threads = check_int(threads, "threads", min_value=1)
+    if not callable(model):
+        raise TypeError(f"model must be an nn.Module or a callable, got {type(model).__name__}")
+    batch = None
+    if isinstance(model, nn.Module):
+        if example_input is None:
+            raise ValueError("example_input is required when model is an nn.Module")
+        dev = torch.device(device) if device is not None else next(
+            (p.device for p in model.parameters()), torch.device("cpu"))
+        args = example_input if isinstance(example_input, tuple) else (example_input,)
+        args = tuple(a.to(dev) if isinstance(a, torch.Tensor) else a for a in args)
+        first = args[0]
+        batch = int(first.shape[0]) if isinstance(first, torch.Tensor) and first.dim() else None
+        model.eval()
+
+        def call() -> Any:
+            with torch.inference_mode():
+                return model(*args)
+    else:
+        if example_input is not None:
+            raise ValueError("pass example_input only with an nn.Module; wrap other "
+                             "callables in a zero-argument function")
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+        call = model
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        for _ in range(warmup):
+            call()
+        sync()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            call()
+            sync()
+            times.append((time.perf_counter() - t0) * 1000)
+        used_threads = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(old_threads)
+    times.sort()
+    return LatencyReport(statistics.median(times), _quantile(times, 0.1), _quantile(times, 0.9),
+                         repeats, warmup, used_threads, str(dev), batch)

@@ -1,0 +1,183 @@
+"""Seeding, device choice and a plain training loop with a progress bar."""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm  # text bars: widget bars would need JavaScript from a CDN in the book
+
+from ._checks import check_float, check_int, check_module
+
+__all__ = ["set_seed", "default_device", "History", "fit", "evaluate", "predict_logits", "clone"]
+
+
+def set_seed(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and PyTorch (CPU and CUDA); return a seeded generator.
+
+    Also asks cuDNN for deterministic kernels, so that the same seed gives
+    the same run on the same machine.
+    """
+    seed = check_int(seed, "seed", min_value=0)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    return torch.Generator().manual_seed(seed)
+
+
+def default_device(prefer: str = "cuda") -> torch.device:
+    """``cuda`` when asked for and available, else ``cpu``."""
+    if prefer not in ("cuda", "cpu"):
+        raise ValueError(f"prefer must be 'cuda' or 'cpu', got {prefer!r}")
+    if prefer == "cuda" and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+@dataclass
+class History:
+    """What :func:`fit` saw: per-epoch losses and accuracies, steps and wall time."""
+
+    train_loss: list[float] = field(default_factory=list)
+    val_acc: list[float] = field(default_factory=list)
+    steps: int = 0
+    seconds: float = 0.0
+
+    @property
+    def final_val_acc(self) -> float:
+        """Validation accuracy after the last epoch (NaN without a validation set)."""
+        return self.val_acc[-1] if self.val_acc else float("nan")
+
+    @property
+    def best_val_acc(self) -> float:
+        """Best validation accuracy over the epochs (NaN without a validation set)."""
+        return max(self.val_acc) if self.val_acc else float("nan")
+
+    def __str__(self) -> str:
+        rows = [f"{'epoch':>5}  {'train loss':>10}  {'val acc':>8}"]
+        for i, loss in enumerate(self.train_loss):
+            acc = f"{self.val_acc[i]:8.4f}" if i < len(self.val_acc) else f"{'-':>8}"
+            rows.append(f"{i + 1:>5}  {loss:>10.4f}  {acc}")
+        rows.append(f"{self.steps} optimizer steps in {self.seconds:.1f} s")
+        return "\n".join(rows)
+
+
+def _batches(loader: Iterable, device: torch.device):
+    for x, y in loader:
+        yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, loader: Iterable,
+                   device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """All logits and labels of ``loader``, computed in eval mode (mode restored after)."""
+    check_module(model, "model")
+    device = torch.device(device) if device is not None else _model_device(model)
+    was_training = model.training
+    model.eval()
+    try:
+        logits, labels = [], []
+        for x, y in _batches(loader, device):
+            logits.append(model(x).float().cpu())
+            labels.append(y.cpu())
+    finally:
+        model.train(was_training)
+    if not logits:
+        raise ValueError("loader yielded no batch")
+    return torch.cat(logits), torch.cat(labels)
+
+
+def evaluate(model: nn.Module, loader: Iterable,
+             device: torch.device | str | None = None) -> float:
+    """Top-1 accuracy in [0, 1] of ``model`` over ``loader`` (eval mode, no gradients)."""
+    logits, labels = predict_logits(model, loader, device)
+    return (logits.argmax(1) == labels).float().mean().item()
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
+    return torch.device("cpu")
+
+
+def fit(model: nn.Module, train_loader: Iterable, *, epochs: int = 1,
+        optimizer: torch.optim.Optimizer | None = None, lr: float = 1e-3,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        val_loader: Iterable | None = None, scheduler: object | None = None,
+        device: torch.device | str | None = None,
+        after_step: Callable[[int], None] | None = None,
+        progress: bool = True, desc: str = "train") -> History:
+    """Train ``model`` in place and return its :class:`History`.
+
+    Args:
+        model: trained in place (moved to ``device``).
+        train_loader: yields ``(inputs, labels)``.
+        epochs: number of passes over ``train_loader``.
+        optimizer: default ``Adam(model.parameters(), lr)``.
+        lr: learning rate of the default optimizer.
+        loss_fn: ``loss_fn(logits, labels)``; default cross-entropy.
+        val_loader: if given, validation accuracy is measured after each epoch.
+        scheduler: an LR scheduler stepped after every optimizer step.
+        device: default :func:`default_device`.
+        after_step: called with the global step number after each optimizer step
+            (pruning schedules use it).
+        progress: show a tqdm progress bar.
+        desc: the progress bar's label.
+
+    Raises:
+        ValueError: the loss becomes NaN or infinite (training stops there).
+    """
+    check_module(model, "model")
+    epochs = check_int(epochs, "epochs", min_value=1)
+    check_float(lr, "lr", min_value=0.0, min_inclusive=False)
+    device = torch.device(device) if device is not None else default_device()
+    model.to(device)
+    optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=lr)
+    loss_fn = loss_fn or nn.functional.cross_entropy
+    history = History()
+    start = time.perf_counter()
+    total = epochs * len(train_loader) if hasattr(train_loader, "__len__") else None
+    with tqdm(total=total, desc=desc, disable=not progress, leave=True,
+              mininterval=1.0) as bar:
+        for epoch in range(epochs):
+            model.train()
+            running, count = 0.0, 0
+            for x, y in _batches(train_loader, device):
+                optimizer.zero_grad(set_to_none=True)
+                loss = loss_fn(model(x), y)
+                if not torch.isfinite(loss):
+                    raise ValueError(f"loss became {loss.item()} at step {history.steps}; "
+                                     "lower the learning rate")
+                loss.backward()
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+                history.steps += 1
+                if after_step is not None:
+                    after_step(history.steps)
+                running += loss.item() * len(y)
+                count += len(y)
+                bar.update(1)
+            history.train_loss.append(running / max(count, 1))
+            postfix = {"epoch": epoch + 1, "loss": f"{history.train_loss[-1]:.4f}"}
+            if val_loader is not None:
+                history.val_acc.append(evaluate(model, val_loader, device))
+                postfix["val_acc"] = f"{history.val_acc[-1]:.4f}"
+            bar.set_postfix(postfix)
+    history.seconds = time.perf_counter() - start
+    return history
+
+
+def clone(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` (used by the non-mutating functions of the library)."""
+    return copy.deepcopy(check_module(model, "model"))

@@ -1,0 +1,37 @@
+"""Shared fixtures. The whole test session runs with outbound network blocked:
+a test (or library code) that tries to reach a non-local address fails loudly."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import torch
+
+_LOCAL = ("127.", "::1", "localhost", "0.0.0.0")
+_real_connect = socket.socket.connect
+
+
+def _guarded_connect(self, address):
+    host = address[0] if isinstance(address, tuple) else str(address)
+    if isinstance(host, str) and not host.startswith(_LOCAL) and self.family != socket.AF_UNIX:
+        raise RuntimeError(f"network access attempted during tests: {address!r}")
+    return _real_connect(self, address)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _block_network():
+    socket.socket.connect = _guarded_connect
+    yield
+    socket.socket.connect = _real_connect
+
+
+@pytest.fixture
+def tiny_data():
+    from companion import data
+    return data.synthetic_images(n_train=256, n_test=128, seed=0)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

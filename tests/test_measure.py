@@ -1,0 +1,183 @@
+import json
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+from torch.nn.utils import prune
+
+from companion import measure, models
+
+
+# ---------------------------------------------------------------- parameters
+def test_count_parameters_counts_nonzeros():
+    m = nn.Linear(4, 3)
+    with torch.no_grad():
+        m.weight[0].zero_()
+        m.bias.zero_()
+    r = measure.count_parameters(m)
+    assert r.total == 15 and r.nonzero == 8
+    assert math.isclose(r.sparsity, 7 / 15)
+    assert "sparsity" in str(r)
+
+
+def test_count_parameters_sees_pruning_masks():
+    m = nn.Linear(10, 10)
+    prune.l1_unstructured(m, "weight", amount=0.5)
+    r = measure.count_parameters(m)
+    assert r.total == 110                       # weight_orig is not counted twice
+    assert r.nonzero == 50 + 10
+
+
+# ---------------------------------------------------------------- FLOPs
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 64), m=st.integers(1, 64), b=st.integers(1, 5))
+def test_linear_macs(n, m, b):
+    r = measure.count_flops(nn.Linear(n, m), torch.zeros(b, n))
+    assert r.macs == b * n * m and r.flops == 2 * r.macs
+
+
+@settings(max_examples=25, deadline=None)
+@given(cin=st.integers(1, 4), cout=st.integers(1, 6), k=st.integers(1, 5),
+       p=st.integers(0, 2), s=st.integers(1, 2), hw=st.integers(8, 16))
+def test_conv_macs(cin, cout, k, p, s, hw):
+    conv = nn.Conv2d(cin, cout, k, padding=p, stride=s)
+    out = (hw + 2 * p - k) // s + 1
+    r = measure.count_flops(conv, torch.zeros(1, cin, hw, hw))
+    assert r.macs == out * out * cout * cin * k * k
+
+
+def test_grouped_conv_macs():
+    conv = nn.Conv2d(8, 8, 3, padding=1, groups=8)   # depthwise
+    r = measure.count_flops(conv, torch.zeros(2, 8, 10, 10))
+    assert r.macs == 2 * 10 * 10 * 8 * 1 * 9
+
+
+def test_lstm_and_gru_macs():
+    lstm = nn.LSTM(input_size=5, hidden_size=7, num_layers=2, batch_first=True)
+    r = measure.count_flops(lstm, torch.zeros(3, 11, 5))
+    assert r.macs == 3 * 11 * 4 * ((5 * 7 + 7 * 7) + (7 * 7 + 7 * 7))
+    gru = nn.GRU(input_size=5, hidden_size=7)
+    assert measure.count_flops(gru, torch.zeros(11, 3, 5)).macs == 3 * 11 * 3 * (5 * 7 + 7 * 7)
+
+
+def test_attention_macs():
+    e, length, b = 16, 9, 2
+    mha = nn.MultiheadAttention(e, num_heads=4, batch_first=True)
+
+    class SelfAttn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mha = mha
+
+        def forward(self, x):
+            return self.mha(x, x, x, need_weights=False)[0]
+
+    r = measure.count_flops(SelfAttn(), torch.zeros(b, length, e))
+    assert r.macs == b * (3 * length * e * e + 2 * length * length * e + length * e * e)
+
+
+def test_flops_restores_mode_and_removes_hooks():
+    m = models.SmallCNN().train()
+    measure.count_flops(m, torch.zeros(1, 1, 28, 28))
+    assert m.training
+    assert all(not mod._forward_hooks and not mod._forward_pre_hooks for mod in m.modules())
+
+
+def test_flops_rejects_bad_input():
+    with pytest.raises(TypeError):
+        measure.count_flops(nn.Linear(2, 2), [1, 2])
+    with pytest.raises(TypeError):
+        measure.count_flops("model", torch.zeros(1, 2))
+
+
+# ---------------------------------------------------------------- size
+def test_size_formats(tmp_path):
+    m = models.LeNet300100()
+    x = torch.zeros(1, 1, 28, 28)
+    sd = measure.serialized_size(m)
+    assert 0 <= sd.bytes - 266_610 * 4 < 8192
+    assert sd.gzip_bytes < sd.bytes          # random floats compress a little
+    assert measure.model_size_bytes(m) == sd.bytes
+    ts = measure.serialized_size(m, fmt="torchscript", example_input=x)
+    ex = measure.serialized_size(m, fmt="exported", example_input=x)
+    assert ts.bytes > 266_610 * 4 and ex.bytes > 266_610 * 4
+    p = tmp_path / "model.tflite"
+    p.write_bytes(b"\0" * 1000)
+    r = measure.serialized_size(p)
+    assert r.bytes == 1000 and r.format == "tflite" and r.gzip_bytes < 100
+    assert measure.serialized_size(b"abc").bytes == 3
+
+
+def test_size_of_zeros_only_shrinks_when_compressed():
+    m = nn.Linear(200, 200)
+    with torch.no_grad():
+        m.weight.zero_()
+    dense = measure.serialized_size(nn.Linear(200, 200))
+    zeros = measure.serialized_size(m)
+    assert abs(zeros.bytes - dense.bytes) < 64        # same raw size
+    assert zeros.gzip_bytes < dense.gzip_bytes / 10   # but compresses away
+
+
+def test_size_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="fmt"):
+        measure.serialized_size(nn.Linear(2, 2), fmt="onnx")
+    with pytest.raises(ValueError, match="example_input"):
+        measure.serialized_size(nn.Linear(2, 2), fmt="torchscript")
+    with pytest.raises(FileNotFoundError):
+        measure.serialized_size(tmp_path / "missing.tflite")
+    with pytest.raises(TypeError):
+        measure.serialized_size(3.0)
+
+
+def test_bytes_per_value():
+    assert measure.bytes_per_value(torch.float32) == 4
+    assert measure.bytes_per_value(torch.bfloat16) == 2
+    assert measure.bytes_per_value(torch.int8) == 1
+    with pytest.raises(TypeError):
+        measure.bytes_per_value("float32")
+
+
+# ---------------------------------------------------------------- latency
+def test_latency_report_and_thread_restore():
+    before = torch.get_num_threads()
+    r = measure.measure_latency(nn.Linear(8, 8), torch.zeros(4, 8), warmup=1, repeats=5,
+                                threads=1)
+    assert r.threads == 1 and r.runs == 5 and r.batch_size == 4 and r.device == "cpu"
+    assert 0 < r.p10_ms <= r.median_ms <= r.p90_ms
+    assert r.throughput > 0
+    assert torch.get_num_threads() == before
+    assert "median" in str(r)
+
+
+def test_latency_of_plain_callable():
+    calls = []
+    r = measure.measure_latency(lambda: calls.append(1), warmup=2, repeats=3)
+    assert len(calls) == 5 and math.isnan(r.throughput)
+
+
+@pytest.mark.parametrize("kwargs", [{"repeats": 0}, {"warmup": -1}, {"threads": 0}])
+def test_latency_bad_input(kwargs):
+    with pytest.raises(ValueError):
+        measure.measure_latency(nn.Linear(2, 2), torch.zeros(1, 2), **kwargs)
+
+
+def test_latency_requires_input_for_module():
+    with pytest.raises(ValueError, match="example_input"):
+        measure.measure_latency(nn.Linear(2, 2))
+    with pytest.raises(TypeError):
+        measure.measure_latency(3)
+
+
+# ---------------------------------------------------------------- tables
+def test_table_prints_and_saves(tmp_path):
+    t = measure.Table([{"model": "a", "bytes": 1234567, "acc": 0.98765},
+                       {"model": "bb", "bytes": 12, "extra": "x"}], title="t")
+    text = str(t)
+    assert text.splitlines()[0] == "t" and "1,234,567" in text and "0.9877" in text
+    assert t.columns == ["model", "bytes", "acc", "extra"]
+    assert t.to_markdown().startswith("| model | bytes | acc | extra |")
+    t.save_json(tmp_path / "t.json")
+    assert json.loads((tmp_path / "t.json").read_text())["rows"][1]["extra"] == "x"
