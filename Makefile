@@ -43,5 +43,10 @@ lint: $(STAMP)
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
+# On a CUDA machine: re-run the GPU paths and write a dated, device-labelled record
+# into benchmarks/results/gpu/ (the book shows GPU figures only from that record).
+test-gpu: $(STAMP)
+	$(BIN)/python tools/gpu_record.py
+
 clean:
 	rm -rf _build _mathjax_static
