@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NOTEBOOKS := $(shell find book -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' | sort)
 
-.PHONY: book test venv notebooks lint bench clean test-gpu
+.PHONY: book test venv notebooks lint bench clean test-gpu check-pages
 
 venv: $(STAMP)
 
@@ -42,6 +42,12 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+# Open every built page in headless Chromium (Debian's `chromium`): screenshots in
+# _build/screenshots, failure on a traceback, missing image, unrendered math or
+# a request that leaves localhost. Run after `make book`.
+check-pages: $(STAMP)
+	$(BIN)/python tools/check_pages.py _build/html
 
 # On a CUDA machine: re-run the GPU paths and write a dated, device-labelled record
 # into benchmarks/results/gpu/ (the book shows GPU figures only from that record).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import random
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -147,8 +148,12 @@ def fit(model: nn.Module, train_loader: Iterable, *, epochs: int = 1,
     history = History()
     start = time.perf_counter()
     total = epochs * len(train_loader) if hasattr(train_loader, "__len__") else None
+    # In a terminal the bar refreshes every second. In a notebook (or a built
+    # book page) every refresh stays as a line of output, so there it
+    # refreshes every 15 s: a short run prints its start and its end.
+    tty = sys.stderr.isatty()
     with tqdm(total=total, desc=desc, disable=not progress, leave=True,
-              mininterval=1.0) as bar:
+              mininterval=1.0 if tty else 15.0) as bar:
         for epoch in range(epochs):
             model.train()
             running, count = 0.0, 0
@@ -173,7 +178,7 @@ def fit(model: nn.Module, train_loader: Iterable, *, epochs: int = 1,
             if val_loader is not None:
                 history.val_acc.append(evaluate(model, val_loader, device))
                 postfix["val_acc"] = f"{history.val_acc[-1]:.4f}"
-            bar.set_postfix(postfix)
+            bar.set_postfix(postfix, refresh=tty)
     history.seconds = time.perf_counter() - start
     return history
 
