@@ -23,7 +23,7 @@ def penalized_params(model: nn.Module, weights_only: bool = True) -> list[torch.
 
 
 def l1_penalty(model: nn.Module, weights_only: bool = True) -> torch.Tensor:
-    r"""$\sum_i |w_i|$ over the penalized parameters (a scalar tensor with gradient)."""
+    r"""L1 norm :math:`\sum_i |w_i|` of the penalized parameters (a scalar with gradient)."""
     params = penalized_params(model, weights_only)
     if not params:
         raise ValueError("model has no parameters to penalize")
@@ -31,7 +31,7 @@ def l1_penalty(model: nn.Module, weights_only: bool = True) -> torch.Tensor:
 
 
 def l2_penalty(model: nn.Module, weights_only: bool = True) -> torch.Tensor:
-    r"""$\tfrac12 \sum_i w_i^2$ over the penalized parameters (gradient = the weights)."""
+    r"""Half the squared L2 norm, :math:`\tfrac12 \sum_i w_i^2` (its gradient is the weights)."""
     params = penalized_params(model, weights_only)
     if not params:
         raise ValueError("model has no parameters to penalize")
