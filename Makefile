@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NOTEBOOKS := $(shell find book -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' | sort)
 
-.PHONY: book test venv notebooks lint bench clean test-gpu check-pages
+.PHONY: book test venv notebooks lint bench clean test-gpu check-pages check-wheel
 
 venv: $(STAMP)
 
@@ -48,6 +48,10 @@ bench: $(STAMP)
 # a request that leaves localhost. Run after `make book`.
 check-pages: $(STAMP)
 	$(BIN)/python tools/check_pages.py _build/html
+
+# The package outside the repo: wheel -> fresh venv -> unit tests run from a temp dir.
+check-wheel: $(STAMP)
+	tools/check_wheel.sh
 
 # On a CUDA machine: re-run the GPU paths and write a dated, device-labelled record
 # into benchmarks/results/gpu/ (the book shows GPU figures only from that record).
