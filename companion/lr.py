@@ -1,0 +1,286 @@
+"""Choosing the learning rate: range test, schedules, and fair multi-seed comparisons.
+
+* :func:`lr_range_test` (Smith 2017): raise the LR exponentially over a few
+  hundred steps, watch the smoothed loss, stop when it diverges, suggest an LR.
+* :func:`make_schedule`: warm-up, step, cosine and one-cycle schedules built
+  from ``torch.optim.lr_scheduler``.
+* :func:`seed_sweep`: train the same recipe with several seeds and report
+  final and best validation accuracy (mean ± std) and the compute spent.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from matplotlib.axes import Axes
+from torch import nn
+
+from ._checks import check_choice, check_float, check_int, check_module
+from .train import History, _batches, clone, default_device, fit, set_seed
+
+__all__ = ["RangeTestResult", "lr_range_test", "plot_range_test", "make_schedule",
+           "SweepResult", "seed_sweep"]
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter], float], torch.optim.Optimizer]
+
+
+def _adam(params: Iterable[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=lr)
+
+
+# --------------------------------------------------------------------------- range test
+@dataclass
+class RangeTestResult:
+    """What the range test saw.
+
+    Attributes:
+        lrs: learning rate of each step.
+        losses: exponentially smoothed (bias-corrected) training loss at each step.
+        raw_losses: the unsmoothed loss of each step.
+        stop_reason: ``"completed"``, ``"diverged"`` or ``"non-finite loss"``.
+        suggested_lr: the LR at the smoothed-loss minimum divided by ``divisor``
+            (None if fewer than 3 steps were usable).
+    """
+
+    lrs: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    raw_losses: list[float] = field(default_factory=list)
+    stop_reason: str = "completed"
+    suggested_lr: float | None = None
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps taken (the compute the test cost)."""
+        return len(self.lrs)
+
+    @property
+    def min_loss_lr(self) -> float:
+        """LR at which the smoothed loss was lowest."""
+        return self.lrs[min(range(len(self.losses)), key=self.losses.__getitem__)]
+
+    def __str__(self) -> str:
+        lr = f"{self.suggested_lr:.3g}" if self.suggested_lr else "none"
+        return (f"range test: {self.steps} steps, LR {self.lrs[0]:.2g} -> {self.lrs[-1]:.2g}, "
+                f"stopped: {self.stop_reason}, suggested LR {lr}")
+
+
+def lr_range_test(model: nn.Module, train_loader: Iterable, *, min_lr: float = 1e-6,
+                  max_lr: float = 1.0, steps: int = 100,
+                  optimizer_fn: OptimizerFactory = _adam,
+                  loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                  smoothing: float = 0.9, diverge_factor: float = 4.0, divisor: float = 10.0,
+                  device: torch.device | str | None = None) -> RangeTestResult:
+    """Smith's learning-rate range test on a copy of ``model`` (``model`` is not changed).
+
+    The LR grows geometrically from ``min_lr`` to ``max_lr`` over ``steps``
+    optimizer steps (the loader is cycled if it is shorter). The test stops
+    early when the smoothed loss exceeds ``diverge_factor`` times its minimum,
+    or cleanly when a loss is NaN/inf (``stop_reason`` says which).
+
+    Args:
+        model: left untouched; a deep copy is trained.
+        train_loader: yields ``(inputs, labels)``.
+        min_lr: first learning rate (> 0).
+        max_lr: last learning rate (> ``min_lr``).
+        steps: number of optimizer steps (>= 3).
+        optimizer_fn: ``optimizer_fn(params, lr)``; default Adam.
+        loss_fn: ``loss_fn(logits, labels)``; default cross-entropy.
+        smoothing: exponential smoothing factor in [0, 1).
+        diverge_factor: stop once the smoothed loss exceeds this times its minimum.
+        divisor: suggested LR = LR at the smoothed-loss minimum / ``divisor``.
+        device: default :func:`companion.train.default_device`.
+
+    Returns:
+        A :class:`RangeTestResult`.
+
+    Raises:
+        ValueError: ``min_lr >= max_lr``, or another argument out of range.
+    """
+    check_module(model, "model")
+    min_lr = check_float(min_lr, "min_lr", min_value=0.0, min_inclusive=False)
+    max_lr = check_float(max_lr, "max_lr", min_value=0.0, min_inclusive=False)
+    if min_lr >= max_lr:
+        raise ValueError(f"min_lr ({min_lr}) must be smaller than max_lr ({max_lr})")
+    steps = check_int(steps, "steps", min_value=3)
+    smoothing = check_float(smoothing, "smoothing", min_value=0.0, max_value=1.0,
+                            max_inclusive=False)
+    check_float(diverge_factor, "diverge_factor", min_value=1.0, min_inclusive=False)
+    check_float(divisor, "divisor", min_value=0.0, min_inclusive=False)
+    device = torch.device(device) if device is not None else default_device()
+    loss_fn = loss_fn or nn.functional.cross_entropy
+    net = clone(model).to(device).train()
+    optimizer = optimizer_fn(net.parameters(), min_lr)
+    gamma = (max_lr / min_lr) ** (1.0 / (steps - 1))
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma)
+    result, avg = RangeTestResult(), 0.0
+    while result.steps < steps and result.stop_reason == "completed":
+        for x, y in _batches(train_loader, device):
+            lr = optimizer.param_groups[0]["lr"]
+            loss = loss_fn(net(x), y)
+            if not torch.isfinite(loss):
+                result.stop_reason = "non-finite loss"
+                break
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            avg = smoothing * avg + (1 - smoothing) * loss.item()
+            result.lrs.append(lr)
+            result.raw_losses.append(loss.item())
+            result.losses.append(avg / (1 - smoothing ** len(result.lrs)))
+            if result.losses[-1] > diverge_factor * min(result.losses):
+                result.stop_reason = "diverged"
+                break
+            if result.steps == steps:
+                break
+    if result.steps >= 3:
+        result.suggested_lr = result.min_loss_lr / divisor
+    return result
+
+
+def plot_range_test(result: RangeTestResult, *, ax: Axes | None = None) -> Axes:
+    """Smoothed loss against LR (log x), with the suggested LR marked."""
+    from .plot import line_plot
+
+    if result.steps == 0:
+        raise ValueError("result has no steps to plot")
+    ax = line_plot(result.lrs, {"smoothed loss": result.losses}, xlabel="learning rate",
+                   ylabel="training loss", logx=True, marker="", ax=ax,
+                   title="learning-rate range test")
+    if result.suggested_lr:
+        ax.axvline(result.suggested_lr, color="tab:red", linestyle="--",
+                   label=f"suggested {result.suggested_lr:.2g}")
+        ax.legend()
+    return ax
+
+
+# --------------------------------------------------------------------------- schedules
+def make_schedule(optimizer: torch.optim.Optimizer, kind: str, *, total_steps: int,
+                  warmup_steps: int = 0, max_lr: float | None = None, step_size: int | None = None,
+                  gamma: float = 0.1) -> torch.optim.lr_scheduler.LRScheduler:
+    """An LR schedule stepped once per optimizer step (as :func:`companion.train.fit` does).
+
+    Args:
+        optimizer: its current LR is the peak LR (except for ``"onecycle"``).
+        kind: ``"constant"``, ``"step"`` (times ``gamma`` every ``step_size``
+            steps), ``"cosine"`` (to 0 at ``total_steps``) or ``"onecycle"``
+            (Smith's one-cycle policy up to ``max_lr``).
+        total_steps: optimizer steps of the whole run.
+        warmup_steps: linear warm-up from 1% of the LR, prepended to
+            ``constant``/``step``/``cosine``.
+        max_lr: peak LR of ``"onecycle"`` (default: the optimizer's LR).
+        step_size: period of ``"step"`` (default: a third of the run).
+        gamma: decay factor of ``"step"``.
+
+    Raises:
+        ValueError: unknown ``kind``, or steps out of range.
+    """
+    from torch.optim import lr_scheduler as S
+
+    check_choice(kind, "kind", ("constant", "step", "cosine", "onecycle"))
+    total_steps = check_int(total_steps, "total_steps", min_value=1)
+    warmup_steps = check_int(warmup_steps, "warmup_steps", min_value=0,
+                             max_value=total_steps - 1)
+    if kind == "onecycle":
+        peak = max_lr if max_lr is not None else optimizer.param_groups[0]["lr"]
+        return S.OneCycleLR(optimizer, max_lr=peak, total_steps=total_steps)
+    rest = total_steps - warmup_steps
+    if kind == "constant":
+        main = S.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    elif kind == "step":
+        period = check_int(step_size or max(1, rest // 3), "step_size", min_value=1)
+        main = S.StepLR(optimizer, step_size=period, gamma=gamma)
+    else:
+        main = S.CosineAnnealingLR(optimizer, T_max=rest)
+    if warmup_steps == 0:
+        return main
+    warm = S.LinearLR(optimizer, start_factor=0.01, end_factor=1.0, total_iters=warmup_steps)
+    return S.SequentialLR(optimizer, [warm, main], milestones=[warmup_steps])
+
+
+# --------------------------------------------------------------------------- sweeps
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+@dataclass
+class SweepResult:
+    """One training recipe run with several seeds."""
+
+    label: str
+    seeds: list[int]
+    histories: list[History]
+
+    @property
+    def final_acc(self) -> tuple[float, float]:
+        """Mean and standard deviation of the last-epoch validation accuracy."""
+        return _mean_std([h.final_val_acc for h in self.histories])
+
+    @property
+    def best_acc(self) -> tuple[float, float]:
+        """Mean and standard deviation of the best validation accuracy over epochs."""
+        return _mean_std([h.best_val_acc for h in self.histories])
+
+    @property
+    def first_epoch_acc(self) -> tuple[float, float]:
+        """Mean and std of the *first* epoch's accuracy (the unfair number; for contrast)."""
+        return _mean_std([h.val_acc[0] for h in self.histories])
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps of one run (all seeds take the same number)."""
+        return self.histories[0].steps
+
+    @property
+    def seconds(self) -> float:
+        """Mean wall time of one run."""
+        return statistics.fmean(h.seconds for h in self.histories)
+
+    def row(self) -> dict[str, Any]:
+        """A table row: final and best accuracy (mean ± std) and compute."""
+        (fm, fs), (bm, bs) = self.final_acc, self.best_acc
+        return {"recipe": self.label, "seeds": len(self.seeds),
+                "final acc": f"{fm:.4f} ± {fs:.4f}", "best acc": f"{bm:.4f} ± {bs:.4f}",
+                "steps": self.steps, "seconds": round(self.seconds, 2)}
+
+
+def seed_sweep(label: str, make_model: Callable[[], nn.Module], train_loader: Iterable,
+               val_loader: Iterable, *, seeds: Sequence[int] = (0, 1, 2), epochs: int = 3,
+               lr: float = 1e-3, optimizer_fn: OptimizerFactory = _adam,
+               schedule: Callable[[torch.optim.Optimizer, int], Any] | None = None,
+               device: torch.device | str | None = None) -> SweepResult:
+    """Train a fresh model per seed and keep each run's :class:`~companion.train.History`.
+
+    Args:
+        label: name of the recipe in tables and plots.
+        make_model: builds a fresh, untrained model (called after seeding).
+        train_loader: training data.
+        val_loader: validation data, scored after every epoch.
+        seeds: at least two seeds, so that a standard deviation exists.
+        epochs: epochs per run.
+        lr: learning rate passed to ``optimizer_fn``.
+        optimizer_fn: ``optimizer_fn(params, lr)``; default Adam.
+        schedule: optional ``schedule(optimizer, total_steps)`` returning an LR scheduler.
+        device: default :func:`companion.train.default_device`.
+
+    Raises:
+        ValueError: fewer than two seeds, or another argument out of range.
+    """
+    if len(seeds) < 2:
+        raise ValueError(f"seeds must hold at least 2 seeds for a spread, got {list(seeds)}")
+    check_float(lr, "lr", min_value=0.0, min_inclusive=False)
+    epochs = check_int(epochs, "epochs", min_value=1)
+    histories = []
+    for seed in seeds:
+        set_seed(seed)
+        model = make_model()
+        opt = optimizer_fn(model.parameters(), lr)
+        total = epochs * len(train_loader)
+        sched = schedule(opt, total) if schedule is not None else None
+        histories.append(fit(model, train_loader, epochs=epochs, optimizer=opt, scheduler=sched,
+                             val_loader=val_loader, device=device, progress=False))
+    return SweepResult(label, list(seeds), histories)

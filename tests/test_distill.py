@@ -1,0 +1,101 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from companion import data, distill, models, train
+
+
+def direct_kd(s, t, y, T, alpha):
+    p_t = torch.softmax(t / T, dim=1)
+    log_p_s = torch.log_softmax(s / T, dim=1)
+    kl = (p_t * (torch.log(p_t) - log_p_s)).sum(1).mean()
+    ce = -torch.log_softmax(s, dim=1)[torch.arange(len(y)), y].mean()
+    return alpha * T * T * kl + (1 - alpha) * ce
+
+
+@pytest.mark.parametrize("T,alpha", [(1.0, 0.5), (4.0, 0.9), (10.0, 1.0), (2.0, 0.0)])
+def test_kd_loss_matches_direct_formula(T, alpha):
+    s, t = torch.randn(16, 10), torch.randn(16, 10) * 3
+    y = torch.randint(0, 10, (16,))
+    got = distill.kd_loss(s, t, y, temperature=T, alpha=alpha)
+    assert torch.allclose(got, direct_kd(s, t, y, T, alpha), atol=1e-5)
+
+
+def test_kd_loss_zero_when_student_equals_teacher_and_alpha_one():
+    z = torch.randn(8, 10)
+    assert distill.kd_loss(z, z, None, temperature=3.0, alpha=1.0).abs() < 1e-6
+
+
+def test_soft_gradient_scale_comparable_across_temperatures():
+    torch.manual_seed(0)
+    s0, t = torch.randn(64, 10), torch.randn(64, 10)
+    norms, raw = [], []
+    for T in (2.0, 5.0, 10.0, 20.0):
+        s = s0.clone().requires_grad_(True)
+        distill.kd_loss(s, t, None, temperature=T, alpha=1.0).backward()
+        norms.append(s.grad.norm().item())
+        s2 = s0.clone().requires_grad_(True)
+        F.kl_div(F.log_softmax(s2 / T, 1), F.softmax(t / T, 1), reduction="batchmean").backward()
+        raw.append(s2.grad.norm().item())
+    assert max(norms) / min(norms) < 2.0          # with T^2: same scale
+    assert raw[0] / raw[-1] > 50                   # without: shrinks like 1/T^2
+
+
+def test_bad_input():
+    s, t, y = torch.randn(4, 10), torch.randn(4, 10), torch.randint(0, 10, (4,))
+    with pytest.raises(ValueError, match="temperature"):
+        distill.kd_loss(s, t, y, temperature=0.0, alpha=0.5)
+    with pytest.raises(ValueError, match="temperature"):
+        distill.kd_loss(s, t, y, temperature=-1.0, alpha=0.5)
+    for a in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="alpha"):
+            distill.kd_loss(s, t, y, temperature=2.0, alpha=a)
+    with pytest.raises(ValueError, match="teacher_logits"):
+        distill.kd_loss(s, torch.randn(4, 5), y, temperature=2.0, alpha=0.5)
+    with pytest.raises(ValueError, match="labels"):
+        distill.kd_loss(s, t, None, temperature=2.0, alpha=0.5)
+    with pytest.raises(TypeError, match="student_logits"):
+        distill.kd_loss([1.0], t, y, temperature=2.0, alpha=0.5)
+    with pytest.raises(ValueError, match="alpha"):
+        distill.KDConfig(alpha=2.0)
+
+
+def test_distill_trains_student_and_leaves_teacher_untouched(tiny_data):
+    loaders = data.make_loaders(tiny_data, 32, flatten=True)
+    train.set_seed(0)
+    teacher = models.LeNet300100(64, 32)
+    train.fit(teacher, loaders.train, epochs=5, lr=3e-3, progress=False, device="cpu")
+    teacher.train()  # mode must be restored after distillation
+    teacher.zero_grad(set_to_none=True)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    student = models.LeNet300100(16, 8)
+    hist = distill.distill(student, teacher, loaders.train, epochs=5, val_loader=loaders.val,
+                           config=distill.KDConfig(4.0, 0.7), lr=1e-2, device="cpu")
+    assert all(p.grad is None for p in teacher.parameters())
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+    assert teacher.training
+    assert hist.steps == 5 * len(loaders.train)
+    assert train.evaluate(teacher, loaders.val) > 0.9
+    assert hist.final_val_acc > 0.6
+
+
+def test_hint_distillation_runs(tiny_data):
+    loaders = data.make_loaders(tiny_data, 32, flatten=True)
+    teacher, student = models.LeNet300100(64, 32), models.LeNet300100(16, 8)
+    hint = distill.Hint("relu1", "relu1", nn.Linear(16, 64), weight=0.5)
+    reg_before = hint.regressor.weight.clone()
+    hist = distill.distill(student, teacher, loaders.train, hint=hint, device="cpu")
+    assert hist.steps == len(loaders.train)
+    assert not torch.equal(reg_before, hint.regressor.weight)  # regressor is trained
+    assert all(p.grad is None for p in teacher.parameters())
+    with pytest.raises(ValueError, match="no layer"):
+        distill.distill(student, teacher, loaders.train, device="cpu",
+                        hint=distill.Hint("nope", "relu1", nn.Linear(16, 64)))
+
+
+def test_student_must_differ_from_teacher(tiny_data):
+    loaders = data.make_loaders(tiny_data, 32, flatten=True)
+    m = models.LeNet300100(8, 8)
+    with pytest.raises(ValueError, match="different"):
+        distill.distill(m, m, loaders.train, device="cpu")
