@@ -1,0 +1,251 @@
+"""Mixed-precision training: autocast, fp32 master weights, loss scaling.
+
+Mixed precision is *not* a choice of optimizer. It changes the precision in
+which the forward and backward arithmetic runs (float16 or bfloat16 under
+``torch.autocast``) while the weights the optimizer updates stay float32
+(the "master weights"). float16 has a narrow exponent range, so small
+gradients flush to zero; the loss is multiplied by a scale before the
+backward pass and the gradients divided by it before the step
+(``torch.amp.GradScaler``). bfloat16 has float32's exponent range and needs
+no scaling (Micikevicius et al. 2018).
+
+* :func:`amp_step`: one training step under autocast, with an optional scaler;
+* :func:`fit_amp`: a short training loop built on it, returning a report;
+* :func:`underflow_report`: how many gradient values a low-precision
+  backward pass loses, with and without a loss scale;
+* :func:`throughput`: training images per second in fp32 / bf16 / fp16.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ._checks import check_float, check_int, check_module, check_tensor
+from .train import clone, evaluate
+
+__all__ = [
+    "DTYPES",
+    "AmpReport",
+    "UnderflowReport",
+    "resolve_dtype",
+    "amp_step",
+    "fit_amp",
+    "underflow_report",
+    "throughput",
+]
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_dtype(precision: str | torch.dtype) -> torch.dtype:
+    """``"fp32" | "bf16" | "fp16"`` (or the dtype itself) -> ``torch.dtype``.
+
+    Raises:
+        ValueError: an unsupported precision.
+    """
+    if isinstance(precision, torch.dtype) and precision in DTYPES.values():
+        return precision
+    if isinstance(precision, str) and precision in DTYPES:
+        return DTYPES[precision]
+    raise ValueError(f"precision must be one of {tuple(DTYPES)}, got {precision!r}")
+
+
+def _device_type(model: nn.Module) -> str:
+    p = next(model.parameters(), None)
+    return p.device.type if p is not None else "cpu"
+
+
+def amp_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+             y: torch.Tensor, *, precision: str | torch.dtype = "bf16",
+             scaler: torch.amp.GradScaler | None = None) -> tuple[float, bool]:
+    """One optimizer step with the forward pass under autocast.
+
+    The parameters stay in their own dtype (float32 master weights); autocast
+    runs matrix products and convolutions in ``precision``; the loss is
+    computed in float32.
+
+    Args:
+        model: trained in place.
+        optimizer: steps ``model``'s float32 parameters.
+        x, y: one batch (already on the model's device).
+        precision: ``"fp32"`` (autocast off), ``"bf16"`` or ``"fp16"``.
+        scaler: a ``torch.amp.GradScaler`` (for fp16); ``None`` for no scaling.
+
+    Returns:
+        ``(loss, stepped)``: the unscaled loss, and whether the optimizer
+        stepped (a scaler skips steps whose gradients contain inf/NaN).
+    """
+    check_module(model, "model")
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got "
+                        f"{type(optimizer).__name__}")
+    dtype = resolve_dtype(precision)
+    device_type = _device_type(model)
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(device_type, dtype=dtype if dtype != torch.float32 else torch.bfloat16,
+                        enabled=dtype != torch.float32):
+        logits = model(x)
+    loss = nn.functional.cross_entropy(logits.float(), y)
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+        return loss.item(), True
+    scale_before = scaler.get_scale()
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.item(), scaler.get_scale() >= scale_before
+
+
+@dataclass
+class AmpReport:
+    """What :func:`fit_amp` saw: losses, skipped steps, accuracy, time and dtypes."""
+
+    precision: str
+    losses: list[float] = field(default_factory=list)
+    skipped_steps: int = 0
+    scales: list[float] = field(default_factory=list)
+    accuracy: float = float("nan")
+    seconds: float = 0.0
+    param_dtypes: tuple[str, ...] = ()
+    images: int = 0
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds else float("nan")
+
+
+def fit_amp(model: nn.Module, loader: Iterable, *, precision: str = "bf16", epochs: int = 1,
+            lr: float = 1e-3, loss_scaling: bool | None = None, init_scale: float = 2.0 ** 16,
+            test_loader: Iterable | None = None, max_steps: int | None = None) -> AmpReport:
+    """Train ``model`` in place with :func:`amp_step` (Adam) and report.
+
+    Args:
+        model: trained in place on its current device.
+        loader: yields ``(inputs, labels)``.
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+        epochs: passes over ``loader``.
+        lr: Adam's learning rate.
+        loss_scaling: use a ``GradScaler``; default: only for fp16.
+        init_scale: the scaler's initial loss scale.
+        test_loader: if given, accuracy is measured after training.
+        max_steps: stop after this many steps (None: all).
+    """
+    check_module(model, "model")
+    dtype = resolve_dtype(precision)
+    epochs = check_int(epochs, "epochs", min_value=1)
+    check_float(lr, "lr", min_value=0.0, min_inclusive=False)
+    check_float(init_scale, "init_scale", min_value=1.0)
+    if max_steps is not None:
+        max_steps = check_int(max_steps, "max_steps", min_value=1)
+    name = {v: k for k, v in DTYPES.items()}[dtype]
+    use_scaler = dtype == torch.float16 if loss_scaling is None else bool(loss_scaling)
+    device_type = _device_type(model)
+    scaler = torch.amp.GradScaler(device_type, init_scale=init_scale) if use_scaler else None
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    device = next(model.parameters()).device
+    report = AmpReport(name)
+    model.train()
+    start = time.perf_counter()
+    steps = 0
+    for _ in range(epochs):
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            loss, stepped = amp_step(model, opt, x, y, precision=dtype, scaler=scaler)
+            report.losses.append(loss)
+            report.skipped_steps += not stepped
+            report.images += len(y)
+            if scaler is not None:
+                report.scales.append(scaler.get_scale())
+            steps += 1
+            if max_steps is not None and steps >= max_steps:
+                break
+        if max_steps is not None and steps >= max_steps:
+            break
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    report.seconds = time.perf_counter() - start
+    report.param_dtypes = tuple(sorted({str(p.dtype).removeprefix("torch.")
+                                        for p in model.parameters()}))
+    if test_loader is not None:
+        report.accuracy = evaluate(model, test_loader)
+    return report
+
+
+@dataclass
+class UnderflowReport:
+    """Gradient values lost by a low-precision backward pass.
+
+    ``lost`` is the fraction of gradient entries that are non-zero in a
+    float32 backward pass but exactly zero in the low-precision one;
+    ``relative_error`` is ``|g_low - g_32| / |g_32|`` over all entries (after
+    dividing out the loss scale); ``overflow`` says whether any gradient
+    became inf/NaN.
+    """
+
+    dtype: str
+    loss_scale: float
+    lost: float
+    relative_error: float
+    overflow: bool
+
+
+def underflow_report(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                     precision: str = "fp16", loss_scale: float = 1.0) -> UnderflowReport:
+    """Compare the gradients of a copy of ``model`` computed entirely in ``precision``
+    with float32 gradients (``model`` itself is not modified).
+
+    The copy's weights, the input and every intermediate value are in
+    ``precision``; the loss is multiplied by ``loss_scale`` before the
+    backward pass and the gradients divided by it afterwards, as a
+    ``GradScaler`` does.
+    """
+    check_module(model, "model")
+    x = check_tensor(x, "x", floating=True)
+    y = check_tensor(y, "y")
+    dtype = resolve_dtype(precision)
+    check_float(loss_scale, "loss_scale", min_value=0.0, min_inclusive=False)
+    ref_model, low_model = clone(model).float(), clone(model).to(dtype)
+    nn.functional.cross_entropy(ref_model(x.float()), y).backward()
+    loss = nn.functional.cross_entropy(low_model(x.to(dtype)).float(), y)
+    (loss * loss_scale).backward()
+    ref = torch.cat([p.grad.flatten() for p in ref_model.parameters()])
+    low = torch.cat([p.grad.flatten() for p in low_model.parameters()]).float() / loss_scale
+    overflow = not bool(torch.isfinite(low).all())
+    nonzero = ref != 0
+    lost = float(((low == 0) & nonzero).sum() / max(int(nonzero.sum()), 1))
+    err = float((low - ref).norm() / ref.norm()) if not overflow else float("inf")
+    return UnderflowReport(str(dtype).removeprefix("torch."), float(loss_scale), lost, err,
+                           overflow)
+
+
+def throughput(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, precision: str = "fp32",
+               steps: int = 20, warmup: int = 3) -> float:
+    """Training images per second of a copy of ``model`` on one repeated batch.
+
+    Runs on the model's device (synchronizing CUDA); fp16 uses a GradScaler.
+    """
+    check_module(model, "model")
+    x = check_tensor(x, "x", floating=True)
+    steps = check_int(steps, "steps", min_value=1)
+    warmup = check_int(warmup, "warmup", min_value=0)
+    dtype = resolve_dtype(precision)
+    m = clone(model).train()
+    device = next(m.parameters()).device
+    x, y = x.to(device), y.to(device)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-4)
+    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        amp_step(m, opt, x, y, precision=dtype, scaler=scaler)
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        amp_step(m, opt, x, y, precision=dtype, scaler=scaler)
+    sync()
+    return steps * len(x) / (time.perf_counter() - t0)

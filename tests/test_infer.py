@@ -1,0 +1,103 @@
+"""Tests of companion.infer: engines agree with eager PyTorch, rows and the roofline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from companion import infer, models
+
+
+@pytest.fixture(scope="module")
+def mlp_onnx():
+    torch.manual_seed(0)
+    model = models.LeNet300100(hidden1=32, hidden2=16).eval()
+    return model, infer.export_onnx(model, torch.rand(4, 1, 28, 28))
+
+
+def test_onnx_matches_eager_at_any_batch(mlp_onnx):
+    model, onnx_bytes = mlp_onnx
+    session = infer.ort_session(onnx_bytes, threads=1)
+    for batch in (1, 7):
+        x = torch.rand(batch, 1, 28, 28)
+        got = infer.ort_runner(session, x)()
+        np.testing.assert_allclose(got, model(x).detach().numpy(), atol=1e-5)
+
+
+def test_int8_is_smaller_and_close(mlp_onnx):
+    model, onnx_bytes = mlp_onnx
+    calib = torch.rand(64, 1, 28, 28)
+    q = infer.quantize_onnx_int8(onnx_bytes, calib)
+    assert len(q) < 0.5 * len(onnx_bytes)
+    x = torch.rand(32, 1, 28, 28)
+    ref = model(x).detach().numpy()
+    got = infer.ort_predict(infer.ort_session(q), x)
+    assert np.abs(got - ref).max() < 0.1 * np.abs(ref).max() + 1e-3
+
+
+def test_export_does_not_mutate(mlp_onnx):
+    model = models.LeNet300100(hidden1=8, hidden2=8).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    infer.export_onnx(model, torch.rand(2, 784))
+    assert model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_eager_runner_and_engine_row():
+    model = models.LeNet300100(hidden1=8, hidden2=8)
+    run = infer.eager_runner(model, torch.rand(3, 784))
+    assert run().shape == (3, 10)
+    row = infer.engine_row("eager", run, batch=3, threads=1, size_bytes=10, accuracy=0.5,
+                           warmup=1, repeats=3)
+    assert row.median_ms > 0 and row.as_row()["images/s"] > 0
+    with pytest.raises(ValueError, match="engine"):
+        infer.engine_row("", run, batch=3, threads=1, size_bytes=1, accuracy=0.0)
+
+
+def test_accuracy_of():
+    x = np.eye(4, dtype=np.float32)
+    assert infer.accuracy_of(lambda b: b, x, np.arange(4)) == 1.0
+    assert infer.accuracy_of(lambda b: b, x, np.zeros(4, dtype=int), batch_size=3) == 0.25
+    with pytest.raises(ValueError, match="x and y"):
+        infer.accuracy_of(lambda b: b, x, np.arange(3))
+
+
+def test_roofline_formula():
+    r = infer.roofline(flops=2e6, bytes_moved=1e6, peak_flops=1e9, bandwidth=1e8)
+    assert r.intensity == 2 and r.ridge == 10 and r.bound == "memory"
+    assert r.lower_bound_ms == pytest.approx(10.0)
+    assert infer.roofline(1e9, 1e3, 1e9, 1e8).bound == "compute"
+    with pytest.raises(ValueError, match="bandwidth"):
+        infer.roofline(1, 1, 1, 0)
+
+
+def test_peak_and_bandwidth_are_positive():
+    assert infer.measure_peak_flops(64, repeats=2) > 1e6
+    assert infer.measure_bandwidth(1, repeats=2) > 1e6
+
+
+def test_model_bytes_moved_counts_weights():
+    model = models.LeNet300100(hidden1=8, hidden2=8)
+    params = sum(p.numel() for p in model.parameters()) * 4
+    assert infer.model_bytes_moved(model, torch.rand(2, 784)) == params + 2 * 784 * 4 + 2 * 10 * 4
+
+
+def test_bad_inputs():
+    with pytest.raises(TypeError, match="model"):
+        infer.eager_runner("nope", torch.rand(2, 3))
+    with pytest.raises(ValueError, match="x"):
+        infer.eager_runner(torch.nn.Linear(3, 2), torch.rand(3))
+    with pytest.raises(TypeError, match="onnx_bytes"):
+        infer.ort_session("model.onnx")
+    with pytest.raises(ValueError, match="mode"):
+        infer.compile_model(torch.nn.Linear(2, 2), mode="fast")
+    with pytest.raises(TypeError, match="session"):
+        infer.ort_runner(object(), torch.rand(1, 2))
+
+
+def test_compile_model_is_a_copy():
+    model = torch.nn.Linear(2, 2)
+    compiled = infer.compile_model(model)
+    assert compiled is not model
+    assert model.training  # the original keeps its mode

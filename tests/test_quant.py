@@ -1,0 +1,301 @@
+"""Tests of companion.quant: the affine math, observers, int8 models and QAT."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from companion import measure, models, quant, train
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+# --------------------------------------------------------------------------- tensor level
+@st.composite
+def float_tensors(draw, max_dims: int = 3):
+    ndim = draw(st.integers(1, max_dims))
+    shape = tuple(draw(st.integers(1, 6)) for _ in range(ndim))
+    seed = draw(st.integers(0, 2**31 - 1))
+    scale = draw(st.sampled_from([1e-3, 0.1, 1.0, 10.0, 300.0]))
+    offset = draw(st.sampled_from([0.0, 0.5, -3.0]))
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=g) * scale + offset * scale
+
+
+@settings(max_examples=150, deadline=None)
+@given(x=float_tensors(), symmetric=st.booleans(), signed=st.booleans())
+def test_per_tensor_bit_exact_with_torch(x, symmetric, signed):
+    q = quant.quantize(x, 8, symmetric=symmetric, signed=signed)
+    dtype = torch.qint8 if signed else torch.quint8
+    ref = torch.quantize_per_tensor(x, float(q.scale), int(q.zero_point), dtype)
+    assert torch.equal(ref.int_repr(), q.codes)
+    assert torch.equal(ref.dequantize(), quant.dequantize(q))
+
+
+@settings(max_examples=150, deadline=None)
+@given(x=float_tensors(), data=st.data(), symmetric=st.booleans(), signed=st.booleans())
+def test_per_channel_bit_exact_with_torch(x, data, symmetric, signed):
+    axis = data.draw(st.integers(0, x.dim() - 1))
+    q = quant.quantize(x, 8, symmetric=symmetric, axis=axis, signed=signed)
+    dtype = torch.qint8 if signed else torch.quint8
+    ref = torch.quantize_per_channel(x, q.scale.double(), q.zero_point.long(), axis, dtype)
+    assert torch.equal(ref.int_repr(), q.codes)
+    assert torch.equal(ref.dequantize(), quant.dequantize(q))
+
+
+@settings(max_examples=100, deadline=None)
+@given(x=float_tensors(), bits=st.integers(2, 16), symmetric=st.booleans(),
+       per_channel=st.booleans())
+def test_error_bound_and_range(x, bits, symmetric, per_channel):
+    axis = x.dim() - 1 if per_channel else None
+    q = quant.quantize(x, bits, symmetric=symmetric, axis=axis)
+    qmin, qmax = quant.qrange(bits, q.is_signed)
+    assert int(q.codes.min()) >= qmin and int(q.codes.max()) <= qmax
+    err = (quant.dequantize(q) - x).abs()
+    # half a step, plus float32 rounding of x / scale
+    bound = quant.error_bound(q) * (1 + 1e-4) + 1e-6 * x.abs().max()
+    assert (err <= bound).all()
+
+
+@pytest.mark.parametrize("bits,signed,dtype", [(8, True, torch.int8), (8, False, torch.uint8),
+                                               (4, True, torch.int8), (12, True, torch.int16),
+                                               (12, False, torch.int16),
+                                               (16, False, torch.int32)])
+def test_smallest_storage_dtype(bits, signed, dtype):
+    q = quant.quantize(torch.randn(10), bits, signed=signed)
+    assert q.codes.dtype == dtype
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+@pytest.mark.parametrize("n", [1, 7, 10])
+def test_pack_low_bits_round_trip(bits, n):
+    for signed in (True, False):
+        q = quant.quantize(torch.randn(n), bits, signed=signed)
+        packed = quant.pack(q)
+        assert packed.dtype == torch.uint8 and packed.numel() == math.ceil(n / 2)
+        assert torch.equal(quant.unpack(packed, bits, signed, n), q.codes.flatten())
+        assert q.nbytes == math.ceil(n / 2)
+
+
+@pytest.mark.parametrize("value", [0.0, 2.5, -1.0])
+def test_constant_tensor(value):
+    x = torch.full((4, 3), value)
+    for symmetric in (True, False):
+        q = quant.quantize(x, symmetric=symmetric)
+        assert torch.isfinite(q.scale).all() and float(q.scale) > 0
+        assert torch.allclose(quant.dequantize(q), x, atol=float(q.scale) / 2 + 1e-7)
+    assert torch.equal(quant.dequantize(quant.quantize(torch.zeros(5))), torch.zeros(5))
+
+
+def test_zero_is_exact_and_symmetric_zero_point():
+    x = torch.tensor([-0.3, 0.0, 0.7, 1.9])
+    assert quant.dequantize(quant.quantize(x))[1] == 0.0
+    q = quant.quantize(x, symmetric=True)
+    assert int(q.zero_point) == 0 and q.codes.dtype == torch.int8
+    qu = quant.quantize(x, symmetric=True, signed=False)
+    assert int(qu.zero_point) == 128
+
+
+def test_qparams_fixed_range_clamps():
+    x = torch.tensor([-10.0, 0.0, 0.5, 10.0])
+    scale, zp = quant.choose_qparams(-1.0, 1.0, 8)
+    y = quant.dequantize(quant.quantize(x, qparams=(scale, zp)))
+    # clamped to the grid, which (zero point rounded to an integer) is [-1, 1] +- half a step
+    assert y.min() >= -1.0 - float(scale) / 2 and y.max() <= 1.0 + float(scale) / 2
+
+
+def test_sqnr_about_six_db_per_bit():
+    x = torch.rand(100_000) * 2 - 1
+    s8 = quant.sqnr(x, quant.fake_quantize(x, 8))
+    s4 = quant.sqnr(x, quant.fake_quantize(x, 4))
+    assert 20 < s8 - s4 < 28
+    assert quant.sqnr(x, x) == math.inf
+
+
+@pytest.mark.parametrize("bad,exc", [
+    (dict(x=torch.ones(3), bits=1), ValueError),
+    (dict(x=torch.ones(3), bits=17), ValueError),
+    (dict(x=torch.tensor([1.0, float("nan")])), ValueError),
+    (dict(x=torch.tensor([1.0, float("inf")])), ValueError),
+    (dict(x=torch.ones(0)), ValueError),
+    (dict(x=torch.ones(3, dtype=torch.int32)), TypeError),
+    (dict(x=[1.0, 2.0]), TypeError),
+    (dict(x=torch.ones(2, 3), axis=2), ValueError),
+    (dict(x=torch.ones(3), bits=8.0), TypeError),
+])
+def test_bad_input(bad, exc):
+    name = "bits" if "bits" in bad else ("axis" if "axis" in bad else "x")
+    with pytest.raises(exc, match=name):
+        quant.quantize(**bad)
+
+
+def test_dequantize_type_error():
+    with pytest.raises(TypeError, match="q"):
+        quant.dequantize(torch.ones(3))
+
+
+# --------------------------------------------------------------------------- observers
+def test_observers_ranges():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(100_000, generator=g)
+    x[0] = 50.0  # one outlier
+    mm = quant.MinMaxObserver()
+    pc = quant.PercentileObserver(99.9)
+    mse = quant.MSEObserver(bits=4)
+    ma = quant.MovingAverageMinMaxObserver(momentum=0.5)
+    for obs in (mm, pc, mse, ma):
+        for chunk in x.split(10_000):
+            obs.update(chunk)
+    assert mm.range()[1] == 50.0
+    assert pc.range()[1] < 5.0
+    assert mse.range()[1] < 50.0
+    lo, hi = ma.range()
+    assert lo < 0 < hi < 50.0
+    # the MSE range quantizes the data better than the min/max range at 4 bits
+    def err(obs):
+        y = quant.dequantize(quant.quantize(x, 4, qparams=obs.qparams(4)))
+        return (y - x).pow(2).mean()
+    assert err(mse) < err(mm)
+
+
+def test_observer_without_data():
+    with pytest.raises(ValueError, match="no data"):
+        quant.MinMaxObserver().range()
+    with pytest.raises(ValueError, match="kind"):
+        quant.make_observer("median")
+
+
+def test_minmax_observer_matches_torch():
+    from torch.ao.quantization import MinMaxObserver
+    x = torch.randn(1000) * 3 + 1
+    ours = quant.MinMaxObserver()
+    ours.update(x)
+    ref = MinMaxObserver(dtype=torch.quint8)
+    ref(x)
+    s_ref, z_ref = ref.calculate_qparams()
+    s, z = ours.qparams(8)
+    assert torch.allclose(s, s_ref.float(), rtol=1e-6) and int(z) == int(z_ref)
+
+
+def test_calibrate_observes_layers_without_changing_model():
+    model = models.LeNet300100()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    loader = [(torch.rand(8, 784), torch.zeros(8)) for _ in range(3)]
+    obs = quant.calibrate(model, loader, ["relu1", "fc3"], observer="percentile")
+    assert set(obs) == {"relu1", "fc3"}
+    assert obs["relu1"].range()[0] >= 0.0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError, match="layers"):
+        quant.calibrate(model, loader, ["nope"])
+
+
+# --------------------------------------------------------------------------- model level
+@pytest.fixture(scope="module")
+def trained():
+    from companion import data
+    ds = data.synthetic_images(n_train=512, n_test=256, seed=0)
+    loaders = data.make_loaders(ds, batch_size=64)
+    train.set_seed(0)
+    model = models.SmallCNN(c1=8, c2=16, hidden=32)
+    train.fit(model, loaders.train, epochs=2, device="cpu", progress=False)
+    return model, loaders
+
+
+def _same_state(a: nn.Module, b: dict) -> bool:
+    return all(torch.equal(b[k], v) for k, v in a.state_dict().items()) and \
+        set(a.state_dict()) == set(b)
+
+
+@pytest.mark.parametrize("make_config", [
+    lambda loaders: quant.WeightOnlyConfig(8),
+    lambda loaders: quant.WeightOnlyConfig(4),
+    lambda loaders: quant.DynamicInt8Config(),
+    lambda loaders: quant.StaticInt8Config(loaders.train, num_batches=2),
+    lambda loaders: quant.StaticInt8Config(loaders.train, observer="percentile", num_batches=2),
+])
+def test_quantize_model_accuracy_size_and_caller_unchanged(trained, make_config):
+    model, loaders = trained
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    structure = str(model)
+    qmodel = quant.quantize_model(model, make_config(loaders))
+    assert _same_state(model, before) and str(model) == structure
+    fp32 = train.evaluate(model, loaders.test)
+    acc = train.evaluate(qmodel, loaders.test)
+    assert acc >= fp32 - 0.05
+    assert measure.serialized_size(qmodel).bytes < measure.serialized_size(model).bytes
+
+
+def test_static_int8_uses_int8_kernels(trained):
+    model, loaders = trained
+    qmodel = quant.quantize_model(model, quant.StaticInt8Config(loaders.train, num_batches=2))
+    kinds = {type(m).__name__ for m in qmodel.modules()}
+    assert "QuantizedConvReLU2d" in kinds and "QuantizedLinearReLU" in kinds
+    ratio = measure.serialized_size(model).bytes / measure.serialized_size(qmodel).bytes
+    assert ratio > 3.0
+
+
+def test_quantize_model_in_place(trained):
+    model, _ = trained
+    m = train.clone(model)
+    out = quant.quantize_model_(m, quant.DynamicInt8Config())
+    assert out is m
+    assert any("Dynamic" in type(x).__module__ or "dynamic" in type(x).__module__
+               for x in m.modules())
+
+
+def test_model_bad_input():
+    with pytest.raises(ValueError, match="no quantizable layer"):
+        quant.quantize_model(nn.Sequential(nn.ReLU()), quant.WeightOnlyConfig())
+    with pytest.raises(TypeError, match="model"):
+        quant.quantize_model("model", quant.WeightOnlyConfig())
+    with pytest.raises(TypeError, match="config"):
+        quant.quantize_model(models.LeNet300100(), "int8")
+    with pytest.raises(ValueError, match="bits"):
+        quant.WeightOnlyConfig(bits=9)
+    with pytest.raises(ValueError, match="observer"):
+        quant.StaticInt8Config([], observer="median")
+    with pytest.raises(TypeError, match="Sequential"):
+        quant.quantize_model(nn.ModuleDict({"a": nn.Linear(2, 2)}),
+                             quant.StaticInt8Config([], num_batches=1))
+
+
+# --------------------------------------------------------------------------- QAT
+def test_fake_quantize_straight_through_gradient():
+    fq = quant.FakeQuantize(4, momentum=None)
+    x = torch.linspace(-1, 1, 11, requires_grad=True)
+    y = fq(x)
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.ones_like(x))  # inside the range: identity gradient
+    assert torch.allclose(y, quant.fake_quantize(x.detach(), 4), atol=1e-6)
+
+
+def test_fake_quantize_clipped_values_get_no_gradient():
+    fq = quant.FakeQuantize(8, momentum=0.5)
+    fq.train()
+    fq(torch.linspace(-1, 1, 5))
+    fq.eval()
+    x = torch.tensor([-5.0, 0.0, 5.0], requires_grad=True)
+    fq(x).sum().backward()
+    assert x.grad.tolist() == [0.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_qat_prepare_train_convert(trained, bits):
+    model, loaders = trained
+    qat = quant.quantize_model(model, quant.QATConfig(bits=bits))
+    assert sum(isinstance(m, quant.QATLayer) for m in qat.modules()) == 4
+    train.set_seed(0)
+    train.fit(qat, loaders.train, epochs=1, lr=1e-4, device="cpu", progress=False)
+    acc_qat = train.evaluate(qat, loaders.test)
+    quant.convert_qat_(qat)
+    assert not any(isinstance(m, quant.QATLayer) for m in qat.modules())
+    assert abs(train.evaluate(qat, loaders.test) - acc_qat) <= 0.02
+    assert measure.serialized_size(qat).bytes < measure.serialized_size(model).bytes / 3
+    with pytest.raises(ValueError, match="prepare_qat_"):
+        quant.convert_qat_(train.clone(model))
