@@ -1,0 +1,106 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from companion import cli, data, models, report, train
+
+
+@pytest.fixture(scope="module")
+def trained_cnn():
+    train.set_seed(0)
+    ds = data.synthetic_images(n_train=256, n_test=128, seed=1)
+    loaders = data.make_loaders(ds, batch_size=32)
+    model = models.SmallCNN(c1=4, c2=8, hidden=16)
+    train.fit(model, loaders.train, epochs=2, progress=False, device="cpu")
+    return model, loaders
+
+
+def test_report_rows_are_measured(trained_cnn):
+    model, loaders = trained_cnn
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = report.ReportConfig(sparsities=(0.5,), channel_ratio=0.5, onnx=False, repeats=2,
+                              batch_size=16)
+    table = report.optimization_report(model, loaders.test, calibration=loaders.train,
+                                       config=cfg, progress=False)
+    names = [r["variant"] for r in table.rows]
+    assert names == ["fp32", "int8 dynamic", "int8 static", "pruned 50%", "channels -50%"]
+    for r in table.rows:
+        assert r["bytes"] > 0 and r["latency ms"] > 0 and 0 <= r["accuracy"] <= 1
+    assert table.rows[0]["size x"] == 1.0
+    assert table.rows[2]["size x"] > 2          # int8 weights
+    assert table.rows[4]["nonzero params"] < table.rows[0]["nonzero params"]
+    # the caller's model is unchanged
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_report_skips_static_without_calibration(trained_cnn):
+    model, loaders = trained_cnn
+    cfg = report.ReportConfig(int8=("static",), sparsities=(), channel_ratio=None, onnx=False,
+                              repeats=1, batch_size=8)
+    table = report.optimization_report(model, loaders.test, config=cfg, progress=False)
+    assert table.rows[1]["variant"] == "int8 static"
+    assert "not applicable" in table.rows[1]["note"]
+
+
+def test_report_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="int8"):
+        report.ReportConfig(int8=("int4",))
+    with pytest.raises(ValueError, match="sparsities"):
+        report.ReportConfig(sparsities=(1.0,))
+    with pytest.raises(ValueError, match="channel_ratio"):
+        report.ReportConfig(channel_ratio=0.0)
+    with pytest.raises(TypeError):
+        report.optimization_report("model", [])
+
+
+def test_report_rejects_empty_loader():
+    with pytest.raises(ValueError, match="eval_loader"):
+        report.optimization_report(models.LeNet300100(), [])
+
+
+def test_cli_on_a_saved_state_dict(tmp_path, trained_cnn, capsys):
+    model, loaders = trained_cnn
+    x = torch.cat([b[0] for b in loaders.test]).numpy()
+    y = torch.cat([b[1] for b in loaders.test]).numpy()
+    np.savez(tmp_path / "eval.npz", x=x, y=y, x_calib=x[:32])
+    weights = tmp_path / "w.pt"
+    torch.save(model.state_dict(), weights)
+    # the architecture needs its widths: a module:function spec builds it
+    (tmp_path / "tinyarch.py").write_text(
+        "from companion.models import SmallCNN\n"
+        "def Tiny():\n    return SmallCNN(c1=4, c2=8, hidden=16)\n")
+    import sys
+    sys.path.insert(0, str(tmp_path))
+    try:
+        rc = cli.main(["report", str(weights), "--arch", "tinyarch:Tiny", "--data",
+                       str(tmp_path / "eval.npz"), "--sparsity", "0.5", "--no-onnx",
+                       "--repeats", "2", "--batch-size", "8", "--quiet",
+                       "--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png")])
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "int8 static" in out and "channels -50%" in out
+    rows = json.loads((tmp_path / "r.json").read_text())["rows"]
+    assert rows[0]["variant"] == "fp32" and (tmp_path / "r.png").stat().st_size > 1000
+
+
+def test_cli_errors_are_clear(tmp_path, capsys):
+    assert cli.main(["report", str(tmp_path / "missing.pt"), "--arch", "SmallCNN"]) == 2
+    assert "no file" in capsys.readouterr().err
+    w = tmp_path / "w.pt"
+    torch.save(models.LeNet300100().state_dict(), w)
+    assert cli.main(["report", str(w)]) == 2
+    assert "--arch is required" in capsys.readouterr().err
+    assert cli.main(["report", str(w), "--arch", "NoSuchNet"]) == 2
+    assert cli.main(["report", str(w), "--arch", "LeNet300100", "--data", "x.csv"]) == 2
+
+
+def test_load_model_uses_weights_only(tmp_path):
+    # a pickled module (not a state dict) must be refused, not unpickled
+    path = tmp_path / "full.pt"
+    torch.save(models.LeNet300100(), path)
+    with pytest.raises(Exception, match="(?i)weights_only|unsupported|global"):
+        cli.load_model(path, "LeNet300100")
