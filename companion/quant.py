@@ -34,7 +34,9 @@ unchanged) because :func:`quantize` is the tensor function.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -58,7 +60,7 @@ __all__ = [
     "MSEObserver", "make_observer", "calibrate",
     "WeightOnlyConfig", "DynamicInt8Config", "StaticInt8Config", "QATConfig",
     "QuantizedWeightLayer", "FakeQuantize", "QATLayer",
-    "quantize_model_", "quantize_model", "prepare_qat_", "convert_qat_",
+    "quantize_model_", "quantize_model", "prepare_qat_", "convert_qat_", "calibrate_fake_quant_",
     "quantizable_layers",
 ]
 
@@ -636,8 +638,8 @@ class QuantizedWeightLayer(nn.Module):
         """The dequantized float weight."""
         numel = math.prod(self.shape)
         codes = unpack(self.codes, self.bits, True, numel).reshape(self.shape)
-        return dequantize(QTensor(codes, self.scale, torch.zeros_like(self.scale, dtype=torch.int32),
-                                  self.bits, 0, self.shape, True))
+        zero = torch.zeros_like(self.scale, dtype=torch.int32)
+        return dequantize(QTensor(codes, self.scale, zero, self.bits, 0, self.shape, True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight()
@@ -672,10 +674,20 @@ def _weight_only_(model: nn.Module, config: WeightOnlyConfig) -> nn.Module:
 
 
 # --------------------------------------------------------------------------- dynamic / static
+@contextlib.contextmanager
+def _quiet_torch_ao():
+    """Silence torch.ao's deprecation notices (it still runs on torch 2.13) for one call."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*quantiz.*deprecated", category=UserWarning)
+        yield
+
+
 def _dynamic_(model: nn.Module, config: DynamicInt8Config) -> nn.Module:
     from torch.ao.quantization import quantize_dynamic
     _layers_or_raise(model, (nn.Linear, nn.LSTM, nn.GRU))
-    quantize_dynamic(model, {nn.Linear, nn.LSTM, nn.GRU}, dtype=torch.qint8, inplace=True)
+    with _quiet_torch_ao():
+        quantize_dynamic(model, {nn.Linear, nn.LSTM, nn.GRU}, dtype=torch.qint8, inplace=True)
     return model
 
 
@@ -731,7 +743,8 @@ def _static_(model: nn.Module, config: StaticInt8Config) -> nn.Module:
     model.eval()
     groups = fusion_groups(model)
     if groups:
-        tq.fuse_modules(model, groups, inplace=True)
+        with _quiet_torch_ao():
+            tq.fuse_modules(model, groups, inplace=True)
     children = list(model.named_children())
     for n, _ in children:
         delattr(model, n)
@@ -743,13 +756,13 @@ def _static_(model: nn.Module, config: StaticInt8Config) -> nn.Module:
     activation = _ObserverModule.with_args(kind=config.observer, bits=7 if reduce else 8)
     model.qconfig = tq.QConfig(activation=activation,
                                weight=tq.default_per_channel_weight_observer)
-    tq.prepare(model, inplace=True)
-    with torch.no_grad():
+    with _quiet_torch_ao(), torch.no_grad():
+        tq.prepare(model, inplace=True)
         for i, batch in enumerate(config.calibration):
             if i >= config.num_batches:
                 break
             model(batch[0] if isinstance(batch, (tuple, list)) else batch)
-    tq.convert(model, inplace=True)
+        tq.convert(model, inplace=True)
     model.train(was_training)
     return model
 
@@ -812,7 +825,7 @@ class FakeQuantize(nn.Module):
         scale, zp = choose_qparams(lo, hi, self.bits, symmetric=self.symmetric, signed=signed)
         scale = _broadcast(scale, self.axis, x.dim())
         zp = _broadcast(zp.float(), self.axis, x.dim())
-        q = torch.clamp(_RoundSTE.apply(x / scale) + zp, qmin, qmax)
+        q = torch.clamp(_RoundSTE.apply(x * (1.0 / scale) + zp), qmin, qmax)
         return (q - zp) * scale
 
     def extra_repr(self) -> str:
@@ -854,6 +867,36 @@ def prepare_qat_(model: nn.Module, config: QATConfig) -> nn.Module:
         raise TypeError(f"config must be a QATConfig, got {type(config).__name__}")
     for name, layer in _layers_or_raise(model):
         _replace(model, name, QATLayer(layer, config))
+    return model
+
+
+@torch.no_grad()
+def calibrate_fake_quant_(model: nn.Module, loader: Iterable, num_batches: int = 10) -> nn.Module:
+    """Set the activation ranges of a prepared model from data, without training (PTQ).
+
+    Only the :class:`FakeQuantize` modules are put in training mode (so that
+    they update their moving-average ranges); BatchNorm statistics and
+    weights are left alone.
+
+    Raises:
+        ValueError: the model has no QATLayer.
+    """
+    check_module(model, "model")
+    num_batches = check_int(num_batches, "num_batches", min_value=1)
+    fqs = [m for m in model.modules() if isinstance(m, FakeQuantize) and m.momentum is not None]
+    if not fqs:
+        raise ValueError("model has no QATLayer: call prepare_qat_ first")
+    was_training = model.training
+    model.eval()
+    for fq in fqs:
+        fq.train()
+    try:
+        for i, batch in enumerate(loader):
+            if i >= num_batches:
+                break
+            model(batch[0] if isinstance(batch, (tuple, list)) else batch)
+    finally:
+        model.train(was_training)
     return model
 
 

@@ -126,12 +126,14 @@ def _variants(model: nn.Module, x: torch.Tensor, calibration: Iterable | None,
         return _torch_variant(f"channels -{cfg.channel_ratio:.0%}",
                               "smaller dense model, not fine-tuned", small, x, cfg)
 
+    exported: dict[str, bytes] = {}  # the fp32 export, shared by both ONNX rows
+
     def onnx(int8: bool) -> Variant:
         from . import infer
 
-        data = infer.export_onnx(model, x)
-        if int8:
-            data = infer.quantize_onnx_int8(data, x)
+        if "fp32" not in exported:
+            exported["fp32"] = infer.export_onnx(model, x)
+        data = infer.quantize_onnx_int8(exported["fp32"], x) if int8 else exported["fp32"]
         session = infer.ort_session(data, threads=cfg.threads)
         run = infer.ort_runner(session, x)
         return Variant(

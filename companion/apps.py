@@ -1,0 +1,281 @@
+"""Small, honest stand-ins for the applications the source articles name.
+
+None of these is a real product; each keeps the *measurement* that matters
+for its application, on data that ships offline:
+
+* **recommendation**: an embedding-table model (matrix factorization) on
+  generated user-item interactions; :func:`quantize_rows_int8` stores the
+  tables as int8 with one scale per row, and :func:`recall_at_k` measures
+  ranking quality before and after;
+* **latency-bounded perception**: :func:`frame_latencies` times a model one
+  frame at a time and :class:`BudgetReport` says how many frames met a
+  per-frame budget;
+* **medical-style imaging**: :func:`per_class_accuracy` and
+  :func:`expected_calibration_error` report what compression costs per class
+  and in calibration, not only in average accuracy.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._checks import check_float, check_int, check_tensor
+
+__all__ = [
+    "Interactions",
+    "make_interactions",
+    "MatrixFactorization",
+    "fit_recommender",
+    "recall_at_k",
+    "quantize_rows_int8",
+    "dequantize_rows",
+    "table_bytes",
+    "quantized_recommender",
+    "frame_latencies",
+    "BudgetReport",
+    "budget_report",
+    "per_class_accuracy",
+    "expected_calibration_error",
+]
+
+
+# --------------------------------------------------------------------------- recommendation
+@dataclass(frozen=True)
+class Interactions:
+    """Generated implicit feedback: training pairs and held-out positives per user."""
+
+    num_users: int
+    num_items: int
+    train_pairs: torch.Tensor          # (N, 2) long: user, item
+    test_items: torch.Tensor           # (num_users, k_test) long: held-out positives
+
+
+def make_interactions(num_users: int = 2000, num_items: int = 1000, *, rank: int = 8,
+                      per_user: int = 20, test_per_user: int = 5, seed: int = 0) -> Interactions:
+    """Users and items with hidden ``rank``-dimensional tastes; each user interacts
+    with ``per_user`` items drawn in proportion to ``exp(affinity)``; the last
+    ``test_per_user`` of them are held out for evaluation.
+    """
+    num_users = check_int(num_users, "num_users", min_value=1)
+    num_items = check_int(num_items, "num_items", min_value=2)
+    rank = check_int(rank, "rank", min_value=1)
+    per_user = check_int(per_user, "per_user", min_value=2, max_value=num_items)
+    test_per_user = check_int(test_per_user, "test_per_user", min_value=1,
+                              max_value=per_user - 1)
+    gen = torch.Generator().manual_seed(seed)
+    users = torch.randn(num_users, rank, generator=gen)
+    items = torch.randn(num_items, rank, generator=gen)
+    logits = users @ items.T * (2.0 / rank ** 0.5)
+    chosen = torch.multinomial(logits.softmax(-1), per_user, replacement=False, generator=gen)
+    train_items = chosen[:, : per_user - test_per_user]
+    user_ids = torch.arange(num_users).repeat_interleave(train_items.shape[1])
+    pairs = torch.stack([user_ids, train_items.reshape(-1)], dim=1)
+    return Interactions(num_users, num_items, pairs, chosen[:, per_user - test_per_user:])
+
+
+class MatrixFactorization(nn.Module):
+    """Score ``(u, i) = <user_emb[u], item_emb[i]> + item_bias[i]``."""
+
+    def __init__(self, num_users: int, num_items: int, dim: int = 32) -> None:
+        super().__init__()
+        dim = check_int(dim, "dim", min_value=1)
+        self.user = nn.Embedding(check_int(num_users, "num_users", min_value=1), dim)
+        self.item = nn.Embedding(check_int(num_items, "num_items", min_value=1), dim)
+        self.item_bias = nn.Parameter(torch.zeros(num_items))
+        nn.init.normal_(self.user.weight, std=0.1)
+        nn.init.normal_(self.item.weight, std=0.1)
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return (self.user(users) * self.item(items)).sum(-1) + self.item_bias[items]
+
+    def all_scores(self) -> torch.Tensor:
+        """``(num_users, num_items)`` scores of every pair."""
+        return self.user.weight @ self.item.weight.T + self.item_bias
+
+
+def fit_recommender(model: MatrixFactorization, data: Interactions, *, epochs: int = 10,
+                    batch_size: int = 1024, lr: float = 0.02, weight_decay: float = 1e-5,
+                    seed: int = 0) -> list[float]:
+    """Train in place with the BPR loss (a positive item should outscore a random one)."""
+    if not isinstance(model, MatrixFactorization):
+        raise TypeError(f"model must be a MatrixFactorization, got {type(model).__name__}")
+    epochs = check_int(epochs, "epochs", min_value=1)
+    batch_size = check_int(batch_size, "batch_size", min_value=1)
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    pairs = data.train_pairs
+    history = []
+    for _ in range(epochs):
+        order = torch.randperm(len(pairs), generator=gen)
+        total = 0.0
+        for start in range(0, len(pairs), batch_size):
+            u, pos = pairs[order[start:start + batch_size]].T
+            neg = torch.randint(0, data.num_items, (len(u),), generator=gen)
+            loss = -nn.functional.logsigmoid(model(u, pos) - model(u, neg)).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(u)
+        history.append(total / len(pairs))
+    return history
+
+
+def recall_at_k(scores: torch.Tensor, data: Interactions, k: int = 10) -> float:
+    """Fraction of held-out positives ranked in each user's top ``k`` (training items excluded)."""
+    scores = check_tensor(scores, "scores", floating=True).clone()
+    k = check_int(k, "k", min_value=1)
+    if scores.shape != (data.num_users, data.num_items):
+        raise ValueError(f"scores must have shape {(data.num_users, data.num_items)}, "
+                         f"got {tuple(scores.shape)}")
+    scores[data.train_pairs[:, 0], data.train_pairs[:, 1]] = float("-inf")
+    top = scores.topk(k, dim=1).indices
+    hits = (top[:, :, None] == data.test_items[:, None, :]).any(1).float()
+    return float(hits.mean())
+
+
+def quantize_rows_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 quantization with one scale per row (per embedding vector).
+
+    Returns:
+        ``(codes, scales)``: int8 codes of ``weight``'s shape and float32
+        scales of shape ``(rows,)``, with ``weight ~= codes * scales[:, None]``
+        and an error of at most ``scale / 2`` per entry.
+    """
+    weight = check_tensor(weight, "weight", floating=True)
+    if weight.dim() != 2:
+        raise ValueError(f"weight must be 2-D (rows, dim), got shape {tuple(weight.shape)}")
+    w = weight.detach().float()
+    scales = w.abs().amax(1) / 127
+    scales = torch.where(scales > 0, scales, torch.ones_like(scales))   # all-zero rows
+    codes = torch.clamp(torch.round(w / scales[:, None]), -127, 127).to(torch.int8)
+    return codes, scales
+
+
+def dequantize_rows(codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """Float32 rows back from :func:`quantize_rows_int8`'s output."""
+    if not isinstance(codes, torch.Tensor) or codes.dtype != torch.int8:
+        raise TypeError("codes must be an int8 tensor")
+    scales = check_tensor(scales, "scales", floating=True)
+    if scales.shape != codes.shape[:1]:
+        raise ValueError(f"scales must have shape {tuple(codes.shape[:1])}, "
+                         f"got {tuple(scales.shape)}")
+    return codes.float() * scales[:, None]
+
+
+def table_bytes(tensors: dict[str, torch.Tensor]) -> int:
+    """Bytes of ``torch.save(tensors)``: the file that would be shipped."""
+    if not isinstance(tensors, dict):
+        raise TypeError(f"tensors must be a dict of tensors, got {type(tensors).__name__}")
+    buf = io.BytesIO()
+    torch.save(tensors, buf)
+    return len(buf.getvalue())
+
+
+def quantized_recommender(model: MatrixFactorization) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Int8 row-wise tables of ``model`` (not modified) and the scores they give.
+
+    Returns:
+        ``(stored, scores)``: the dict that would be stored (codes, scales,
+        float bias) and the ``(users, items)`` scores computed from it.
+    """
+    if not isinstance(model, MatrixFactorization):
+        raise TypeError(f"model must be a MatrixFactorization, got {type(model).__name__}")
+    uc, us = quantize_rows_int8(model.user.weight)
+    ic, is_ = quantize_rows_int8(model.item.weight)
+    stored = {"user_codes": uc, "user_scales": us, "item_codes": ic, "item_scales": is_,
+              "item_bias": model.item_bias.detach().clone()}
+    with torch.no_grad():
+        scores = dequantize_rows(uc, us) @ dequantize_rows(ic, is_).T + stored["item_bias"]
+    return stored, scores
+
+
+# --------------------------------------------------------------------------- perception
+def frame_latencies(run: Callable[[Any], Any], frames: Any, *, warmup: int = 5) -> np.ndarray:
+    """Milliseconds of ``run(frame)`` for each frame, one at a time, after ``warmup`` calls."""
+    if not callable(run):
+        raise TypeError("run must be callable")
+    warmup = check_int(warmup, "warmup", min_value=0)
+    if len(frames) == 0:
+        raise ValueError("frames must not be empty")
+    for i in range(min(warmup, len(frames))):
+        run(frames[i])
+    out = np.empty(len(frames))
+    for i in range(len(frames)):
+        t0 = time.perf_counter()
+        run(frames[i])
+        out[i] = (time.perf_counter() - t0) * 1000
+    return out
+
+
+@dataclass
+class BudgetReport:
+    """How a model's per-frame latencies compare with a budget."""
+
+    name: str
+    budget_ms: float
+    median_ms: float
+    p99_ms: float
+    met: float           # fraction of frames within the budget
+
+    def as_row(self) -> dict[str, Any]:
+        return {"model": self.name, "budget ms": self.budget_ms, "median ms": self.median_ms,
+                "p99 ms": self.p99_ms, "frames within budget": self.met}
+
+
+def budget_report(name: str, latencies_ms: np.ndarray, budget_ms: float) -> BudgetReport:
+    """Summarize :func:`frame_latencies` against ``budget_ms``."""
+    lat = np.asarray(latencies_ms, dtype=float)
+    if lat.size == 0:
+        raise ValueError("latencies_ms must not be empty")
+    check_float(budget_ms, "budget_ms", min_value=0.0, min_inclusive=False)
+    return BudgetReport(name, float(budget_ms), float(np.median(lat)),
+                        float(np.percentile(lat, 99)), float((lat <= budget_ms).mean()))
+
+
+# --------------------------------------------------------------------------- imaging
+def per_class_accuracy(logits: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray,
+                       num_classes: int | None = None) -> np.ndarray:
+    """Accuracy of each class (NaN for a class absent from ``labels``)."""
+    lg = torch.as_tensor(np.asarray(logits) if not isinstance(logits, torch.Tensor) else logits)
+    y = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels)
+    if lg.dim() != 2 or len(lg) != len(y):
+        raise ValueError("logits must be (N, classes) and labels (N,)")
+    n = num_classes or lg.shape[1]
+    correct = (lg.argmax(1) == y).float()
+    out = np.full(n, np.nan)
+    for c in range(n):
+        sel = y == c
+        if sel.any():
+            out[c] = float(correct[sel].mean())
+    return out
+
+
+def expected_calibration_error(logits: torch.Tensor | np.ndarray,
+                               labels: torch.Tensor | np.ndarray, bins: int = 15) -> float:
+    """ECE: the gap between confidence and accuracy, averaged over confidence bins.
+
+    ``ECE = sum_b (n_b / N) |acc_b - conf_b|`` with ``bins`` equal-width bins
+    of the top softmax probability (Guo et al. 2017).
+    """
+    lg = torch.as_tensor(np.asarray(logits) if not isinstance(logits, torch.Tensor) else logits)
+    y = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels)
+    bins = check_int(bins, "bins", min_value=1)
+    if lg.dim() != 2 or len(lg) != len(y) or len(y) == 0:
+        raise ValueError("logits must be (N, classes) and labels (N,), N > 0")
+    conf, pred = lg.float().softmax(1).max(1)
+    correct = (pred == y).float()
+    edges = torch.linspace(0, 1, bins + 1)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        sel = (conf > lo) & (conf <= hi)
+        if sel.any():
+            ece += float(sel.float().mean() * (correct[sel].mean() - conf[sel].mean()).abs())
+    return ece

@@ -1,0 +1,267 @@
+"""Data and pipeline parallelism on one machine.
+
+* **Data parallelism.** :func:`data_parallel_gradients` starts ``world_size``
+  processes (``torch.multiprocessing``, spawn) that join a ``gloo`` process
+  group on localhost; each computes the gradient of the mean loss on its
+  shard of the batch, the gradients are summed with ``all_reduce`` and divided
+  by the number of processes. With equal shards this is exactly the gradient
+  of the whole batch in one process (:func:`single_process_gradients`).
+  Every wait is bounded: the process group has a timeout and the parent
+  kills workers that outlive ``timeout`` seconds.
+* **Pipeline parallelism.** :func:`split_stages` cuts an ``nn.Sequential``
+  into stages of balanced MACs, :func:`pipeline_forward` runs micro-batches
+  through them, and :func:`simulate_pipeline` draws the GPipe schedule of
+  forward and backward passes on a *simulated* timeline, whose idle fraction
+  (the "bubble") is ``(p - 1) / (m + p - 1)``.
+
+The worker functions live here, not in a notebook, because spawned processes
+import them by name.
+"""
+
+from __future__ import annotations
+
+import datetime
+import socket
+import tempfile
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ._checks import check_float, check_int, check_module, check_tensor
+from .train import clone
+
+__all__ = [
+    "single_process_gradients",
+    "data_parallel_gradients",
+    "split_stages",
+    "pipeline_forward",
+    "PipelineSlot",
+    "PipelineSchedule",
+    "simulate_pipeline",
+    "bubble_fraction",
+]
+
+
+# --------------------------------------------------------------------------- data parallel
+def single_process_gradients(model: nn.Module, x: torch.Tensor,
+                             y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Gradients of the mean cross-entropy over the whole batch, on a copy of ``model``."""
+    check_module(model, "model")
+    m = clone(model)
+    m.zero_grad(set_to_none=True)
+    nn.functional.cross_entropy(m(x), y).backward()
+    return {n: p.grad.detach().clone() for n, p in m.named_parameters()}
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _dp_worker(rank: int, world_size: int, port: int, model: nn.Module, x: torch.Tensor,
+               y: torch.Tensor, out_dir: str, timeout_s: float) -> None:
+    """One data-parallel process: shard, local gradient, all-reduce, average (rank 0 saves)."""
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world_size,
+                            timeout=datetime.timedelta(seconds=timeout_s))
+    try:
+        shard = len(x) // world_size
+        xs, ys = x[rank * shard:(rank + 1) * shard], y[rank * shard:(rank + 1) * shard]
+        model.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(xs), ys).backward()
+        grads = {}
+        for name, p in model.named_parameters():
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            grads[name] = p.grad / world_size
+        if rank == 0:
+            torch.save({"grads": grads, "shard": shard}, Path(out_dir) / "grads.pt")
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def data_parallel_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                            world_size: int = 2,
+                            timeout: float = 120.0) -> dict[str, torch.Tensor]:
+    """All-reduced gradients of ``world_size`` gloo processes, each on an equal shard.
+
+    Args:
+        model: copied into every process (not modified).
+        x, y: the global batch; its length must be divisible by ``world_size``.
+        world_size: number of processes (2 on a laptop is plenty).
+        timeout: seconds after which the workers are killed and ``TimeoutError`` raised.
+
+    Returns:
+        ``{parameter name: averaged gradient}``.
+
+    Raises:
+        ValueError: the batch does not split evenly.
+        TimeoutError: the workers did not finish in time.
+        RuntimeError: a worker failed.
+    """
+    import torch.multiprocessing as mp
+
+    check_module(model, "model")
+    x = check_tensor(x, "x", floating=True)
+    y = check_tensor(y, "y")
+    world_size = check_int(world_size, "world_size", min_value=1)
+    check_float(timeout, "timeout", min_value=0.0, min_inclusive=False)
+    if len(x) % world_size or len(x) != len(y):
+        raise ValueError(f"x and y must have equal length divisible by world_size={world_size}, "
+                         f"got {len(x)} and {len(y)}")
+    ctx = mp.get_context("spawn")
+    port = _free_port()
+    with tempfile.TemporaryDirectory() as out_dir:
+        procs = [ctx.Process(target=_dp_worker, args=(r, world_size, port, clone(model).cpu(),
+                                                     x.cpu(), y.cpu(), out_dir, timeout),
+                             daemon=True) for r in range(world_size)]
+        for p in procs:
+            p.start()
+        deadline = timeout
+        for p in procs:
+            start = time.monotonic()
+            p.join(max(deadline, 0.1))
+            deadline -= time.monotonic() - start
+        alive = [p for p in procs if p.is_alive()]
+        for p in alive:
+            p.kill()
+            p.join(5)
+        if alive:
+            raise TimeoutError(f"data-parallel workers did not finish within {timeout} s")
+        codes = [p.exitcode for p in procs]
+        if any(codes):
+            raise RuntimeError(f"a data-parallel worker failed (exit codes {codes})")
+        return torch.load(Path(out_dir) / "grads.pt")["grads"]
+
+
+# --------------------------------------------------------------------------- pipeline
+def split_stages(model: nn.Sequential, stages: int,
+                 example_input: torch.Tensor) -> list[nn.Sequential]:
+    """Cut ``model`` into ``stages`` consecutive pieces of roughly equal MACs.
+
+    Args:
+        model: an ``nn.Sequential`` (the pieces share its layers: no copy).
+        stages: number of pieces (at most the number of layers).
+        example_input: used to count each layer's MACs.
+    """
+    from .measure import count_flops
+
+    if not isinstance(model, nn.Sequential):
+        raise TypeError(f"model must be an nn.Sequential, got {type(model).__name__}")
+    layers = list(model.named_children())
+    stages = check_int(stages, "stages", min_value=1, max_value=len(layers))
+    macs, h = [], example_input
+    with torch.no_grad():
+        for _, layer in layers:
+            mod = nn.Sequential(layer).eval()
+            macs.append(count_flops(mod, h).macs + 1)  # +1: every layer costs something
+            h = mod(h)
+    target = sum(macs) / stages
+    cuts, acc = [], 0.0
+    for i, m in enumerate(macs[:-1]):
+        acc += m
+        remaining_layers = len(layers) - (i + 1)
+        if (len(cuts) < stages - 1 and (acc >= target * (len(cuts) + 1)
+                                        or remaining_layers == stages - 1 - len(cuts))):
+            cuts.append(i + 1)
+    bounds = [0, *cuts, len(layers)]
+    return [nn.Sequential(OrderedDict(layers[a:b])) for a, b in zip(bounds[:-1], bounds[1:],
+                                                                     strict=True)]
+
+
+def pipeline_forward(stages: list[nn.Module], x: torch.Tensor,
+                     micro_batches: int) -> torch.Tensor:
+    """Run ``x`` through ``stages`` in ``micro_batches`` chunks (sequentially, in one process)."""
+    if not stages:
+        raise ValueError("stages must not be empty")
+    micro_batches = check_int(micro_batches, "micro_batches", min_value=1)
+    outs = []
+    for chunk in x.chunk(micro_batches):
+        for stage in stages:
+            chunk = stage(chunk)
+        outs.append(chunk)
+    return torch.cat(outs)
+
+
+def bubble_fraction(stages: int, micro_batches: int) -> float:
+    """GPipe's idle fraction ``(p - 1) / (m + p - 1)``."""
+    p = check_int(stages, "stages", min_value=1)
+    m = check_int(micro_batches, "micro_batches", min_value=1)
+    return (p - 1) / (m + p - 1)
+
+
+@dataclass
+class PipelineSlot:
+    """One unit of work on the simulated timeline."""
+
+    stage: int
+    micro_batch: int
+    phase: str        # "forward" or "backward"
+    start: float
+    end: float
+
+
+@dataclass
+class PipelineSchedule:
+    """A simulated GPipe schedule: all forwards, then all backwards."""
+
+    stages: int
+    micro_batches: int
+    slots: list[PipelineSlot]
+
+    @property
+    def makespan(self) -> float:
+        return max(s.end for s in self.slots)
+
+    @property
+    def busy(self) -> float:
+        return sum(s.end - s.start for s in self.slots)
+
+    @property
+    def bubble(self) -> float:
+        """Idle fraction of the ``stages x makespan`` device-time rectangle."""
+        return 1 - self.busy / (self.stages * self.makespan)
+
+
+def simulate_pipeline(stages: int, micro_batches: int, *, forward_time: float = 1.0,
+                      backward_time: float = 2.0) -> PipelineSchedule:
+    """The GPipe schedule of ``micro_batches`` on ``stages`` devices, on a *simulated* clock.
+
+    Each stage takes ``forward_time`` per micro-batch forward and
+    ``backward_time`` backward; a stage starts a micro-batch as soon as it is
+    free and the previous stage has handed the micro-batch over. Nothing
+    runs in parallel here: this computes the timeline that ``stages``
+    devices would follow.
+    """
+    p = check_int(stages, "stages", min_value=1)
+    m = check_int(micro_batches, "micro_batches", min_value=1)
+    check_float(forward_time, "forward_time", min_value=0.0, min_inclusive=False)
+    check_float(backward_time, "backward_time", min_value=0.0, min_inclusive=False)
+    free = [0.0] * p
+    done: dict[tuple[int, int], float] = {}
+    slots = []
+    for j in range(m):                      # forwards: stage s after stage s-1
+        for s in range(p):
+            start = max(free[s], done.get((s - 1, j), 0.0))
+            end = start + forward_time
+            slots.append(PipelineSlot(s, j, "forward", start, end))
+            free[s], done[(s, j)] = end, end
+    flush = max(free)                       # GPipe: backwards start after all forwards
+    back: dict[tuple[int, int], float] = {}
+    for j in range(m):                      # backwards: stage s after stage s+1
+        for s in reversed(range(p)):
+            ready = back.get((s + 1, j), done[(p - 1, j)] if s == p - 1 else 0.0)
+            start = max(free[s], ready, flush if s == p - 1 else 0.0)
+            end = start + backward_time
+            slots.append(PipelineSlot(s, j, "backward", start, end))
+            free[s], back[(s, j)] = end, end
+    return PipelineSchedule(p, m, slots)
+

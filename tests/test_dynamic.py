@@ -1,0 +1,84 @@
+"""Tests of companion.dynamic: early exits, mixture of experts, layer skipping."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from companion import data, dynamic
+
+
+@pytest.fixture(scope="module")
+def trained_exit_net():
+    torch.manual_seed(0)
+    ds = data.synthetic_images(n_train=256, n_test=128, seed=0)
+    loaders = data.make_loaders(ds, 32)
+    net = dynamic.EarlyExitNet(c1=4, c2=8, c3=8, hidden=16)
+    dynamic.fit_early_exit(net, loaders.train, epochs=2)
+    x = torch.from_numpy(ds.test.x).unsqueeze(1)
+    return net, x, torch.from_numpy(ds.test.y)
+
+
+def test_exit_macs_increase_and_match_full_model(trained_exit_net):
+    from companion import measure
+
+    net, x, _ = trained_exit_net
+    macs = dynamic.exit_macs(net)
+    assert macs[0] < macs[1] < macs[2]
+    h1 = net.stages[0](x[:1])
+    inputs = [x[:1], h1, net.stages[1](h1)]
+    full = sum(measure.count_flops(s, t).macs for s, t in zip(net.stages, inputs, strict=True))
+    assert macs[2] == full + 16 * 10
+
+
+def test_thresholds_trade_accuracy_for_flops(trained_exit_net):
+    net, x, y = trained_exit_net
+    logits = dynamic.exit_logits(net, x)
+    assert logits.shape == (3, len(x), 10)
+    macs = dynamic.exit_macs(net)
+    lo, hi = dynamic.exit_curve(logits, y, macs, [0.0, 1.0])
+    assert lo.exit_fractions[0] == 1.0 and lo.avg_macs == macs[0]
+    assert hi.exit_fractions[2] == 1.0 and hi.avg_macs == macs[2]
+    assert hi.accuracy == pytest.approx(float((logits[2].argmax(-1) == y).float().mean()))
+
+
+def test_dynamic_run_matches_precomputed_exits(trained_exit_net):
+    net, x, _ = trained_exit_net
+    logits = dynamic.exit_logits(net, x)
+    for t in (0.5, 0.9):
+        preds, _ = dynamic.early_exit_predict(logits, t)
+        assert torch.equal(preds, dynamic._run_dynamic(net, x, t))
+    timing = dynamic.time_early_exit(net, x, 0.0, warmup=1, repeats=3)
+    assert timing["full_ms"] > 0 and timing["early_exit_ms"] > 0
+
+
+def test_mixture_of_experts_routes_and_counts(tiny_data):
+    moe = dynamic.MixtureOfExperts(hidden=16, num_experts=4, k=1)
+    loaders = data.make_loaders(tiny_data, 32, flatten=True)
+    dynamic.fit_dynamic(moe, loaders.train, epochs=1, penalty=0.01)
+    out = moe(torch.rand(20, 784))
+    assert out.shape == (20, 10) and int(moe.last_counts.sum()) == 20
+    assert moe.macs_per_input() == 784 * 4 + 784 * 16 + 16 * 10
+    with pytest.raises(ValueError, match="k"):
+        dynamic.MixtureOfExperts(num_experts=2, k=3)
+
+
+def test_skip_mlp_hard_gates_in_eval(tiny_data):
+    net = dynamic.SkipMLP(width=16, blocks=2)
+    loaders = data.make_loaders(tiny_data, 32, flatten=True)
+    dynamic.fit_dynamic(net, loaders.train, epochs=1, penalty=0.1)
+    net.eval()
+    with torch.no_grad():
+        net(torch.rand(10, 784))
+    assert 0.0 <= net.executed <= 1.0
+
+
+def test_bad_inputs():
+    with pytest.raises(TypeError, match="model"):
+        dynamic.exit_macs(torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="threshold"):
+        dynamic.early_exit_predict(torch.rand(3, 4, 10), 1.5)
+    with pytest.raises(ValueError, match="logits"):
+        dynamic.early_exit_predict(torch.rand(4, 10), 0.5)
+    with pytest.raises(ValueError, match="weights"):
+        dynamic.joint_exit_loss([torch.rand(2, 3)], torch.zeros(2, dtype=torch.long), [1, 2])

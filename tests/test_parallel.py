@@ -1,0 +1,53 @@
+"""Tests of companion.parallel: gloo all-reduce equals large-batch gradients; pipeline."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from companion import models, parallel
+
+
+def test_data_parallel_equals_single_process():
+    torch.manual_seed(0)
+    model = models.LeNet300100(hidden1=16, hidden2=8)
+    x, y = torch.rand(32, 784), torch.randint(0, 10, (32,))
+    dp = parallel.data_parallel_gradients(model, x, y, world_size=2, timeout=120)
+    ref = parallel.single_process_gradients(model, x, y)
+    assert dp.keys() == ref.keys()
+    for k in ref:
+        torch.testing.assert_close(dp[k], ref[k], atol=1e-6, rtol=1e-5)
+    assert all(p.grad is None for p in model.parameters())  # caller's model untouched
+
+
+def test_data_parallel_rejects_uneven_batch():
+    with pytest.raises(ValueError, match="world_size"):
+        parallel.data_parallel_gradients(nn.Linear(3, 2), torch.rand(5, 3),
+                                         torch.zeros(5, dtype=torch.long))
+
+
+def test_split_and_pipeline_forward_match_full_model():
+    torch.manual_seed(0)
+    model = nn.Sequential(*[nn.Linear(16, 16) for _ in range(4)]).eval()
+    stages = parallel.split_stages(model, 4, torch.rand(1, 16))
+    assert [len(s) for s in stages] == [1, 1, 1, 1]
+    x = torch.rand(12, 16)
+    torch.testing.assert_close(parallel.pipeline_forward(stages, x, 3), model(x))
+    with pytest.raises(ValueError, match="stages"):
+        parallel.split_stages(model, 5, torch.rand(1, 16))
+    with pytest.raises(TypeError, match="model"):
+        parallel.split_stages(nn.Linear(2, 2), 1, torch.rand(1, 2))
+
+
+@pytest.mark.parametrize("p,m", [(1, 1), (2, 1), (4, 4), (4, 16), (3, 7)])
+def test_simulated_bubble_matches_formula(p, m):
+    sched = parallel.simulate_pipeline(p, m)
+    assert sched.bubble == pytest.approx(parallel.bubble_fraction(p, m))
+    assert sched.makespan == pytest.approx((m + p - 1) * 3.0)
+    assert len(sched.slots) == 2 * p * m
+
+
+def test_bubble_formula_bad_input():
+    with pytest.raises(ValueError, match="micro_batches"):
+        parallel.bubble_fraction(2, 0)
