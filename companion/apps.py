@@ -179,7 +179,8 @@ def table_bytes(tensors: dict[str, torch.Tensor]) -> int:
     return len(buf.getvalue())
 
 
-def quantized_recommender(model: MatrixFactorization) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def quantized_recommender(
+        model: MatrixFactorization) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Int8 row-wise tables of ``model`` (not modified) and the scores they give.
 
     Returns:

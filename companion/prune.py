@@ -145,7 +145,8 @@ def _set_mask(module: nn.Module, name: str, mask: torch.Tensor) -> None:
         tprune.custom_from_mask(module, name, mask)
 
 
-def _scores(targets: Sequence[Target], importance: Callable[..., torch.Tensor]) -> list[torch.Tensor]:
+def _scores(targets: Sequence[Target],
+            importance: Callable[..., torch.Tensor]) -> list[torch.Tensor]:
     out = []
     for module, name in targets:
         w = _weight(module, name)
@@ -553,7 +554,8 @@ class L1PruneReport:
 def l1_prune_finetune_(model: nn.Module, train_loader: Iterable, val_loader: Iterable, *,
                        l1: float, sparsity_target: float, epochs: int = 2,
                        finetune_epochs: int = 1, lr: float = 1e-3,
-                       near_zero: float = 1e-3, progress: bool = False) -> L1PruneReport:
+                       near_zero: float = 1e-3, scope: str = "local",
+                       progress: bool = False) -> L1PruneReport:
     """Train with an L1 penalty, mask the smallest weights, fine-tune (masks kept), in place.
 
     L1 alone leaves almost no exact zeros with SGD/Adam (weights hover near
@@ -565,6 +567,7 @@ def l1_prune_finetune_(model: nn.Module, train_loader: Iterable, val_loader: Ite
         sparsity_target: fraction of Linear/Conv weights masked after L1 training.
         epochs, finetune_epochs: training with L1, then without.
         near_zero: threshold for counting "near-zero" weights in the report.
+        scope: ``"local"`` or ``"global"`` threshold (see :func:`prune_`).
     """
     check_float(l1, "l1", min_value=0.0, min_inclusive=False)
     sparsity_target = check_sparsity(sparsity_target, "sparsity_target")
@@ -572,7 +575,7 @@ def l1_prune_finetune_(model: nn.Module, train_loader: Iterable, val_loader: Ite
         loss_fn=penalized_loss(model, l1=l1))
     exact, near, acc_l1 = (near_zero_fraction(model, 0.0), near_zero_fraction(model, near_zero),
                            evaluate(model, val_loader))
-    prune_(model, sparsity_target)
+    prune_(model, sparsity_target, scope=scope)
     acc_pruned = evaluate(model, val_loader)
     fit(model, train_loader, epochs=finetune_epochs, lr=lr, progress=progress)
     return L1PruneReport(exact, near, sparsity(model), acc_l1, acc_pruned,
@@ -588,7 +591,8 @@ def semi_structured_mask(weight: torch.Tensor) -> torch.Tensor:
         ValueError: ``weight`` is not 2-D or its columns are not a multiple of 4.
     """
     if weight.dim() != 2 or weight.shape[1] % 4:
-        raise ValueError(f"weight must be 2-D with a multiple of 4 columns, got {tuple(weight.shape)}")
+        raise ValueError(f"weight must be 2-D with a multiple of 4 columns, "
+                         f"got {tuple(weight.shape)}")
     groups = weight.detach().abs().reshape(-1, 4)
     mask = torch.zeros_like(groups, dtype=torch.bool)
     mask.scatter_(1, groups.topk(2, dim=1).indices, True)

@@ -101,3 +101,17 @@ def test_compile_model_is_a_copy():
     compiled = infer.compile_model(model)
     assert compiled is not model
     assert model.training  # the original keeps its mode
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA path")
+def test_gpu_record_refuses_without_cuda(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    before = sorted((root / "benchmarks" / "results" / "gpu").glob("*.json"))
+    proc = subprocess.run([sys.executable, str(root / "tools" / "gpu_record.py")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "no CUDA device" in proc.stderr
+    assert sorted((root / "benchmarks" / "results" / "gpu").glob("*.json")) == before

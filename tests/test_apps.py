@@ -1,0 +1,72 @@
+"""Tests of companion.apps: int8 row quantization, recall@k, budgets, calibration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from companion import apps
+
+
+def test_row_quantization_error_bound_and_dtype():
+    w = torch.randn(50, 16)
+    w[3] = 0.0
+    codes, scales = apps.quantize_rows_int8(w)
+    assert codes.dtype == torch.int8 and scales.shape == (50,)
+    err = (apps.dequantize_rows(codes, scales) - w).abs()
+    assert (err <= scales[:, None] / 2 + 1e-7).all()
+    assert torch.equal(apps.dequantize_rows(codes, scales)[3], torch.zeros(16))
+
+
+def test_quantized_tables_are_smaller_and_rank_alike():
+    data = apps.make_interactions(200, 100, per_user=10, test_per_user=3, seed=0)
+    model = apps.MatrixFactorization(data.num_users, data.num_items, dim=16)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    apps.fit_recommender(model, data, epochs=3)
+    with torch.no_grad():
+        scores = model.all_scores()
+    stored, qscores = apps.quantized_recommender(model)
+    fp32 = {k: v.detach() for k, v in model.state_dict().items()}
+    assert apps.table_bytes(stored) < 0.5 * apps.table_bytes(fp32)
+    assert abs(apps.recall_at_k(qscores, data, 10) - apps.recall_at_k(scores, data, 10)) < 0.02
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_recall_at_k_perfect_and_excludes_training_items():
+    data = apps.Interactions(1, 4, torch.tensor([[0, 0]]), torch.tensor([[1]]))
+    scores = torch.tensor([[9.0, 5.0, 1.0, 0.0]])
+    assert apps.recall_at_k(scores, data, 1) == 1.0   # item 0 is a training item: skipped
+    with pytest.raises(ValueError, match="scores"):
+        apps.recall_at_k(torch.zeros(2, 4), data, 1)
+
+
+def test_budget_report():
+    lat = apps.frame_latencies(lambda f: f * 2, np.arange(10.0), warmup=2)
+    assert lat.shape == (10,) and (lat >= 0).all()
+    rep = apps.budget_report("m", np.array([1.0, 2.0, 3.0, 4.0]), 2.5)
+    assert rep.met == 0.5 and rep.median_ms == 2.5
+    with pytest.raises(ValueError, match="budget_ms"):
+        apps.budget_report("m", np.array([1.0]), 0.0)
+
+
+def test_per_class_accuracy_and_ece():
+    logits = torch.tensor([[5.0, 0.0], [5.0, 0.0], [0.0, 5.0], [5.0, 0.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    np.testing.assert_allclose(apps.per_class_accuracy(logits, labels), [1.0, 0.5])
+    conf = torch.softmax(torch.tensor([5.0, 0.0]), 0)[0].item()
+    assert apps.expected_calibration_error(logits, labels, bins=10) == pytest.approx(
+        abs(0.75 - conf), abs=1e-6)
+    perfect = torch.tensor([[100.0, 0.0], [0.0, 100.0]])
+    assert apps.expected_calibration_error(perfect, torch.tensor([0, 1])) < 1e-6
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="weight"):
+        apps.quantize_rows_int8(torch.rand(3))
+    with pytest.raises(TypeError, match="codes"):
+        apps.dequantize_rows(torch.rand(2, 2), torch.rand(2))
+    with pytest.raises(TypeError, match="model"):
+        apps.fit_recommender(torch.nn.Linear(2, 2), None)
+    with pytest.raises(ValueError, match="test_per_user"):
+        apps.make_interactions(10, 10, per_user=3, test_per_user=3)
