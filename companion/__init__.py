@@ -3,19 +3,27 @@
 Each technique lives in its own module, imported on first use so that
 ``import companion`` stays light and never imports TensorFlow:
 
-========================  ==================================================
-``companion.data``        MNIST / Fashion-MNIST offline, loaders, toy data
-``companion.models``      LeNet-300-100, LeNet-5, a small CNN
-``companion.train``       seeding, device choice, ``fit`` with progress bars
-``companion.measure``     size, parameters, FLOPs, latency, accuracy
-``companion.plot``        the figure helpers the chapters share
-``companion.quant``       affine quantization, calibration, int8 models, QAT
-``companion.prune``       masks, schedules, structured pruning, sparse storage
-``companion.distill``     knowledge distillation (Hinton et al. 2015)
-``companion.lr``          learning-rate range test, schedules, seed sweeps
-``companion.optim``       optimizers written from their update formulas
-``companion.keras``       Keras / LiteRT counterparts (imports TensorFlow)
-========================  ==================================================
+============================  ========================================================
+``companion.data``            MNIST / Fashion-MNIST offline, loaders, toy data
+``companion.models``          LeNet-300-100, LeNet-5, a small CNN
+``companion.train``           seeding, device choice, ``fit`` with progress bars
+``companion.measure``         size, parameters, FLOPs, latency, accuracy
+``companion.plot``            the figure helpers the chapters share
+``companion.quant``           affine quantization, calibration, int8 models, QAT
+``companion.prune``           masks, schedules, structured (channel) pruning
+``companion.sparse``          sparse, quantized, entropy-coded storage of weights
+``companion.distill``         knowledge distillation (Hinton et al. 2015)
+``companion.lr``              learning-rate range test, schedules, seed sweeps
+``companion.optim``           optimizers written from their update formulas
+``companion.architectures``   small RNN / Transformer classifiers (chapter 4)
+``companion.infer``           inference engines: torch.compile, ONNX Runtime, roofline
+``companion.amp``             mixed-precision training steps
+``companion.dynamic``         early-exit networks, mixture of experts, layer skipping
+``companion.parallel``        data and pipeline parallelism on one machine
+``companion.apps``            small application stand-ins
+``companion.report``          all techniques on your own model (``companion report``)
+``companion.keras``           Keras / LiteRT counterparts (imports TensorFlow)
+============================  ========================================================
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ _SUBMODULES = (
     "plot",
     "quant",
     "prune",
+    "sparse",
+    "architectures",
     "distill",
     "lr",
     "optim",

@@ -6,9 +6,6 @@ does). Submodules, loaded on first use:
 * ``companion.keras.core``: the Keras MNIST models, training, conversion to
   ``.tflite`` (float, dynamic-range and full-integer) and running a
   ``.tflite`` model with ``ai_edge_litert``'s Interpreter.
-* ``companion.keras.prune``: magnitude pruning for Keras 3 with a mask
-  callback and a polynomial-decay schedule (``tensorflow-model-optimization``
-  0.8 does not work with Keras 3 models).
 """
 
 from __future__ import annotations
@@ -16,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_SUBMODULES = ("core", "prune")
+_SUBMODULES = ("core",)
 __all__ = list(_SUBMODULES)
 
 
