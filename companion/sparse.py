@@ -55,7 +55,8 @@ class SparseConfig:
         index: ``"bitmap"`` or ``"delta"`` (gaps between non-zeros).
         values: ``"float32"`` (exact), ``"float16"``, ``"quant"`` (affine codes,
             :func:`companion.quant.quantize`) or ``"kmeans"`` (shared weights).
-        bits: bits per value for ``"quant"`` and ``"kmeans"`` (1..8).
+        bits: bits per value: 2..8 for ``"quant"`` (the affine quantizer's range),
+            1..8 for ``"kmeans"`` (1 bit = a two-value codebook).
         codec: ``"lzma"``, ``"zlib"``, ``"gzip"`` or ``"none"``.
         min_dim: tensors with at least this many dimensions are stored sparsely
             (default 2: Linear and Conv weights); others are stored dense, float32.
@@ -70,7 +71,7 @@ class SparseConfig:
     def __post_init__(self) -> None:
         check_choice(self.index, "index", ("bitmap", "delta"))
         check_choice(self.values, "values", ("float32", "float16", "quant", "kmeans"))
-        check_int(self.bits, "bits", min_value=1, max_value=8)
+        check_int(self.bits, "bits", min_value=2 if self.values == "quant" else 1, max_value=8)
         check_choice(self.codec, "codec", tuple(_CODECS))
         check_int(self.min_dim, "min_dim", min_value=0)
 

@@ -103,3 +103,9 @@ def test_bad_input(pruned):
         sparse.encode([1, 2])
     with pytest.raises(ValueError, match="data"):
         sparse.decode(b"not a file")
+
+
+def test_quant_values_need_at_least_two_bits():
+    with pytest.raises(ValueError, match="bits"):
+        sparse.SparseConfig(values="quant", bits=1)
+    sparse.SparseConfig(values="kmeans", bits=1)  # a two-value codebook is fine
