@@ -139,7 +139,7 @@ def data_parallel_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, 
         codes = [p.exitcode for p in procs]
         if any(codes):
             raise RuntimeError(f"a data-parallel worker failed (exit codes {codes})")
-        return torch.load(Path(out_dir) / "grads.pt")["grads"]
+        return torch.load(Path(out_dir) / "grads.pt", weights_only=True)["grads"]
 
 
 # --------------------------------------------------------------------------- pipeline
