@@ -52,6 +52,18 @@ def test_dynamic_run_matches_precomputed_exits(trained_exit_net):
     assert timing["full_ms"] > 0 and timing["early_exit_ms"] > 0
 
 
+def test_stage_latency_one_time_per_stage(trained_exit_net):
+    net, x, _ = trained_exit_net
+    threads = torch.get_num_threads()
+    times = dynamic.stage_latency(net, x, warmup=0, repeats=2, threads=1)
+    assert len(times) == net.num_exits and all(t > 0 for t in times)
+    assert torch.get_num_threads() == threads
+    with pytest.raises(ValueError, match="repeats"):
+        dynamic.stage_latency(net, x, repeats=0)
+    with pytest.raises(TypeError, match="EarlyExitNet"):
+        dynamic.stage_latency(torch.nn.Linear(2, 2), x)
+
+
 def test_mixture_of_experts_routes_and_counts(tiny_data):
     moe = dynamic.MixtureOfExperts(hidden=16, num_experts=4, k=1)
     loaders = data.make_loaders(tiny_data, 32, flatten=True)
