@@ -242,14 +242,27 @@ def budget_report(name: str, latencies_ms: np.ndarray, budget_ms: float) -> Budg
 
 
 # --------------------------------------------------------------------------- imaging
+def _logits_labels(logits: torch.Tensor | np.ndarray,
+                   labels: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both as tensors, checked: finite ``(N, classes)`` logits and ``(N,)`` labels, N > 0."""
+    out = []
+    for value, name in ((logits, "logits"), (labels, "labels")):
+        if not isinstance(value, (torch.Tensor, np.ndarray)):
+            raise TypeError(f"{name} must be a torch.Tensor or np.ndarray, "
+                            f"got {type(value).__name__}")
+        out.append(check_tensor(torch.as_tensor(value), name))
+    lg, y = out
+    if lg.dim() != 2 or y.dim() != 1 or len(lg) != len(y):
+        raise ValueError(f"logits must be (N, classes) and labels (N,), got "
+                         f"{tuple(lg.shape)} and {tuple(y.shape)}")
+    return lg, y
+
+
 def per_class_accuracy(logits: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray,
                        num_classes: int | None = None) -> np.ndarray:
     """Accuracy of each class (NaN for a class absent from ``labels``)."""
-    lg = torch.as_tensor(np.asarray(logits) if not isinstance(logits, torch.Tensor) else logits)
-    y = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels)
-    if lg.dim() != 2 or len(lg) != len(y):
-        raise ValueError("logits must be (N, classes) and labels (N,)")
-    n = num_classes or lg.shape[1]
+    lg, y = _logits_labels(logits, labels)
+    n = lg.shape[1] if num_classes is None else check_int(num_classes, "num_classes", min_value=1)
     correct = (lg.argmax(1) == y).float()
     out = np.full(n, np.nan)
     for c in range(n):
@@ -266,11 +279,8 @@ def expected_calibration_error(logits: torch.Tensor | np.ndarray,
     ``ECE = sum_b (n_b / N) |acc_b - conf_b|`` with ``bins`` equal-width bins
     of the top softmax probability (Guo et al. 2017).
     """
-    lg = torch.as_tensor(np.asarray(logits) if not isinstance(logits, torch.Tensor) else logits)
-    y = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels)
+    lg, y = _logits_labels(logits, labels)
     bins = check_int(bins, "bins", min_value=1)
-    if lg.dim() != 2 or len(lg) != len(y) or len(y) == 0:
-        raise ValueError("logits must be (N, classes) and labels (N,), N > 0")
     conf, pred = lg.float().softmax(1).max(1)
     correct = (pred == y).float()
     edges = torch.linspace(0, 1, bins + 1)

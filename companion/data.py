@@ -62,11 +62,16 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
-    def take(self, n: int | None) -> Split:
-        """The first ``n`` examples (all of them when ``n`` is None)."""
+    def take(self, n: int | None, name: str = "n") -> Split:
+        """The first ``n`` examples (all of them when ``n`` is None).
+
+        Raises:
+            ValueError: ``n`` < 1 or more than the split holds (``name`` is the
+                argument named in the message).
+        """
         if n is None:
             return self
-        n = check_int(n, "n", min_value=1)
+        n = check_int(n, name, min_value=1, max_value=len(self))
         return Split(self.x[:n], self.y[:n])
 
 
@@ -243,11 +248,11 @@ def make_loaders(dataset: ImageDataset, batch_size: int = 64, *, train_size: int
     batch_size = check_int(batch_size, "batch_size", min_value=1)
     eval_batch_size = check_int(eval_batch_size, "eval_batch_size", min_value=1)
     gen = torch.Generator().manual_seed(seed)
-    train = DataLoader(_tensor_dataset(dataset.train.take(train_size), flatten),
+    train = DataLoader(_tensor_dataset(dataset.train.take(train_size, "train_size"), flatten),
                        batch_size=batch_size, shuffle=True, generator=gen)
-    val = DataLoader(_tensor_dataset(dataset.val.take(test_size), flatten),
+    val = DataLoader(_tensor_dataset(dataset.val.take(test_size, "test_size"), flatten),
                      batch_size=eval_batch_size)
-    test = DataLoader(_tensor_dataset(dataset.test.take(test_size), flatten),
+    test = DataLoader(_tensor_dataset(dataset.test.take(test_size, "test_size"), flatten),
                       batch_size=eval_batch_size)
     return Loaders(train, val, test)
 

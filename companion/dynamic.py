@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._checks import check_float, check_int, check_module, check_tensor
+from ._checks import check_float, check_int, check_module, check_tensor, evaluating
 
 __all__ = [
     "EarlyExitNet",
@@ -105,10 +105,10 @@ def exit_macs(model: EarlyExitNet) -> list[int]:
     model = _check_net(model)
     x = torch.zeros(1, 1, 28, 28)
     total, out = 0, []
-    with torch.no_grad():
+    with torch.no_grad(), evaluating(model):
         for stage, head in zip(model.stages, model.exits, strict=True):
             total += count_flops(stage, x).macs
-            x = stage.eval()(x)
+            x = stage(x)
             out.append(total + count_flops(head, x).macs)
     return out
 
@@ -152,12 +152,9 @@ def exit_logits(model: EarlyExitNet, x: torch.Tensor, batch_size: int = 1000) ->
     """Logits of every exit for every input: shape ``(exits, N, classes)`` (eval mode)."""
     model = _check_net(model)
     x = check_tensor(x, "x", floating=True)
-    was = model.training
-    model.eval()
-    try:
+    batch_size = check_int(batch_size, "batch_size", min_value=1)
+    with evaluating(model):
         parts = [torch.stack(model(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
-    finally:
-        model.train(was)
     return torch.cat(parts, dim=1)
 
 
@@ -265,15 +262,15 @@ def stage_latency(model: EarlyExitNet, x: torch.Tensor, *, warmup: int = 2, repe
     x = check_tensor(x, "x", floating=True)
     warmup = check_int(warmup, "warmup", min_value=0)
     repeats = check_int(repeats, "repeats", min_value=1)
-    model.eval()
     old = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(check_int(threads, "threads", min_value=1))
     try:
-        out, h = [], x
-        for stage, head in zip(model.stages, model.exits, strict=True):
-            out.append(_median_ms(lambda s=stage, h=h, e=head: e(s(h)), warmup, repeats))
-            h = stage(h)
+        with evaluating(model):
+            out, h = [], x
+            for stage, head in zip(model.stages, model.exits, strict=True):
+                out.append(_median_ms(lambda s=stage, h=h, e=head: e(s(h)), warmup, repeats))
+                h = stage(h)
     finally:
         torch.set_num_threads(old)
     return out
@@ -299,24 +296,25 @@ def time_early_exit(model: EarlyExitNet, x: torch.Tensor, threshold: float, *,
     check_float(threshold, "threshold", min_value=0.0, max_value=1.0)
     warmup = check_int(warmup, "warmup", min_value=0)
     repeats = check_int(repeats, "repeats", min_value=1)
-    model.eval()
-    runs = {"full": lambda: _run_full(model, x), "early": lambda: _run_dynamic(model, x, threshold)}
-    times: dict[str, list[float]] = {"full": [], "early": []}
-    old = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(check_int(threads, "threads", min_value=1))
-    try:
-        used = torch.get_num_threads()
-        for i in range(warmup + repeats):
-            for name, fn in runs.items():
-                t0 = time.perf_counter()
-                fn()
-                if i >= warmup:
-                    times[name].append((time.perf_counter() - t0) * 1000)
-    finally:
-        torch.set_num_threads(old)
+    with evaluating(model):
+        runs = {"full": lambda: _run_full(model, x),
+                "early": lambda: _run_dynamic(model, x, threshold)}
+        times: dict[str, list[float]] = {"full": [], "early": []}
+        old = torch.get_num_threads()
+        if threads is not None:
+            torch.set_num_threads(check_int(threads, "threads", min_value=1))
+        try:
+            used = torch.get_num_threads()
+            for i in range(warmup + repeats):
+                for name, fn in runs.items():
+                    t0 = time.perf_counter()
+                    fn()
+                    if i >= warmup:
+                        times[name].append((time.perf_counter() - t0) * 1000)
+        finally:
+            torch.set_num_threads(old)
+        agree = float((runs["full"]() == runs["early"]()).float().mean())
     full, early = statistics.median(times["full"]), statistics.median(times["early"])
-    agree = float((runs["full"]() == runs["early"]()).float().mean())
     return {"full_ms": full, "early_exit_ms": early, "saving": 1 - early / full,
             "agreement": agree, "threads": float(used)}
 

@@ -183,6 +183,8 @@ def ort_session(onnx_bytes: bytes, *, threads: int = 1) -> Any:
 
     if not isinstance(onnx_bytes, (bytes, bytearray)):
         raise TypeError(f"onnx_bytes must be bytes, got {type(onnx_bytes).__name__}")
+    if not onnx_bytes:
+        raise ValueError("onnx_bytes must not be empty (export a model with export_onnx)")
     threads = check_int(threads, "threads", min_value=1)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
@@ -298,11 +300,15 @@ def engine_row(engine: str, runner: Callable[[], Any], *, batch: int, threads: i
     """
     if not isinstance(engine, str) or not engine:
         raise ValueError("engine must be a non-empty string")
+    if not callable(runner):
+        raise TypeError(f"runner must be callable, got {type(runner).__name__}")
     batch = check_int(batch, "batch", min_value=1)
     threads = check_int(threads, "threads", min_value=1)
+    size_bytes = check_int(size_bytes, "size_bytes", min_value=0)
+    accuracy = check_float(accuracy, "accuracy", min_value=0.0, max_value=1.0)
     rep = measure_latency(runner, warmup=warmup, repeats=repeats, threads=threads, device=device)
     return EngineRow(engine, batch, threads, rep.median_ms, rep.p10_ms, rep.p90_ms,
-                     int(size_bytes), float(accuracy), str(rep.device))
+                     size_bytes, accuracy, str(rep.device))
 
 
 # --------------------------------------------------------------------------- roofline

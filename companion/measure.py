@@ -14,6 +14,7 @@ Each function returns a small dataclass that prints as a table.
 
 from __future__ import annotations
 
+import contextlib
 import gzip as _gzip
 import io
 import json
@@ -28,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._checks import check_int, check_module
+from ._checks import check_int, check_module, evaluating
 from .train import evaluate
 
 __all__ = [
@@ -407,7 +408,8 @@ def measure_latency(model: nn.Module | Callable[[], Any], example_input: Any = N
                     device: torch.device | str | None = None) -> LatencyReport:
     """Median wall-clock latency of ``model(example_input)`` (or of ``model()``).
 
-    The model runs in eval mode under ``torch.inference_mode``; on CUDA the
+    The model runs in eval mode under ``torch.inference_mode`` (the mode of
+    each submodule is restored afterwards); on CUDA the
     device is synchronized around each run. ``threads`` sets PyTorch's
     intra-op thread count for the measurement only (restored afterwards).
 
@@ -437,7 +439,7 @@ def measure_latency(model: nn.Module | Callable[[], Any], example_input: Any = N
         args = tuple(a.to(dev) if isinstance(a, torch.Tensor) else a for a in args)
         first = args[0]
         batch = int(first.shape[0]) if isinstance(first, torch.Tensor) and first.dim() else None
-        model.eval()
+        mode = evaluating(model)
 
         def call() -> Any:
             with torch.inference_mode():
@@ -447,24 +449,25 @@ def measure_latency(model: nn.Module | Callable[[], Any], example_input: Any = N
             raise ValueError("pass example_input only with an nn.Module; wrap other "
                              "callables in a zero-argument function")
         dev = torch.device(device) if device is not None else torch.device("cpu")
-        call = model
+        call, mode = model, contextlib.nullcontext()
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     old_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
-    try:
-        for _ in range(warmup):
-            call()
-        sync()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            call()
+    with mode:
+        try:
+            for _ in range(warmup):
+                call()
             sync()
-            times.append((time.perf_counter() - t0) * 1000)
-        used_threads = torch.get_num_threads()
-    finally:
-        torch.set_num_threads(old_threads)
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                call()
+                sync()
+                times.append((time.perf_counter() - t0) * 1000)
+            used_threads = torch.get_num_threads()
+        finally:
+            torch.set_num_threads(old_threads)
     times.sort()
     return LatencyReport(statistics.median(times), _quantile(times, 0.1), _quantile(times, 0.9),
                          repeats, warmup, used_threads, str(dev), batch)

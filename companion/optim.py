@@ -151,6 +151,9 @@ def trajectory(loss_fn: Callable[[torch.Tensor], torch.Tensor], start: tuple[flo
         An array of shape ``(steps + 1, 2)``: the start and every point after it.
     """
     steps = check_int(steps, "steps", min_value=1)
+    for fn, name in ((loss_fn, "loss_fn"), (make_optimizer, "make_optimizer")):
+        if not callable(fn):
+            raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
     xy = torch.tensor(start, dtype=torch.float64, requires_grad=True)
     if xy.shape != (2,):
         raise ValueError(f"start must be a pair of numbers, got {start!r}")

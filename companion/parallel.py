@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._checks import check_float, check_int, check_module, check_tensor
+from ._checks import check_float, check_int, check_module, check_tensor, evaluating
 from .train import clone
 
 __all__ = [
@@ -51,6 +51,10 @@ def single_process_gradients(model: nn.Module, x: torch.Tensor,
                              y: torch.Tensor) -> dict[str, torch.Tensor]:
     """Gradients of the mean cross-entropy over the whole batch, on a copy of ``model``."""
     check_module(model, "model")
+    x = check_tensor(x, "x", floating=True)
+    y = check_tensor(y, "y")
+    if len(x) != len(y):
+        raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
     m = clone(model)
     m.zero_grad(set_to_none=True)
     nn.functional.cross_entropy(m(x), y).backward()
@@ -158,10 +162,10 @@ def split_stages(model: nn.Sequential, stages: int,
         raise TypeError(f"model must be an nn.Sequential, got {type(model).__name__}")
     layers = list(model.named_children())
     stages = check_int(stages, "stages", min_value=1, max_value=len(layers))
-    macs, h = [], example_input
-    with torch.no_grad():
+    macs, h = [], check_tensor(example_input, "example_input", floating=True)
+    with torch.no_grad(), evaluating(model):
         for _, layer in layers:
-            mod = nn.Sequential(layer).eval()
+            mod = nn.Sequential(layer)
             macs.append(count_flops(mod, h).macs + 1)  # +1: every layer costs something
             h = mod(h)
     target = sum(macs) / stages

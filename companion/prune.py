@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as tprune
 
-from ._checks import check_choice, check_float, check_int, check_module
+from ._checks import check_choice, check_float, check_int, check_module, check_tensor
 from .regularize import near_zero_fraction, penalized_loss
 from .train import clone, evaluate, fit
 
@@ -54,7 +54,7 @@ Target = tuple[nn.Module, str]
 # --------------------------------------------------------------------------- importance
 def magnitude(weight: torch.Tensor, grad: torch.Tensor | None = None) -> torch.Tensor:
     """Importance ``|w|`` (Han et al. 2015): small weights matter least."""
-    return weight.detach().abs()
+    return check_tensor(weight, "weight", floating=True).detach().abs()
 
 
 def taylor(weight: torch.Tensor, grad: torch.Tensor | None = None) -> torch.Tensor:
@@ -67,14 +67,23 @@ def taylor(weight: torch.Tensor, grad: torch.Tensor | None = None) -> torch.Tens
     Raises:
         ValueError: ``grad`` is missing (run a backward pass first).
     """
+    check_tensor(weight, "weight", floating=True)
     if grad is None:
         raise ValueError("grad: taylor importance needs the gradient; run loss.backward() "
                          "first")
+    check_tensor(grad, "grad", floating=True)
+    if grad.shape != weight.shape:
+        raise ValueError(f"grad must have the shape of weight {tuple(weight.shape)}, "
+                         f"got {tuple(grad.shape)}")
     return (weight.detach() * grad.detach()).abs()
 
 
 def channel_l1(weight: torch.Tensor) -> torch.Tensor:
     """L1 norm of each output channel (row of a Linear, filter of a Conv) (Li et al. 2017)."""
+    check_tensor(weight, "weight", floating=True)
+    if weight.dim() < 2:
+        raise ValueError(f"weight must have an output-channel axis and at least one input axis, "
+                         f"got shape {tuple(weight.shape)}")
     return weight.detach().abs().flatten(1).sum(1)
 
 
@@ -100,8 +109,16 @@ def check_sparsity(value: float, name: str = "sparsity") -> float:
 def prunable(model: nn.Module, name: str = "weight") -> list[Target]:
     """``(module, name)`` for every Linear and Conv layer: the usual pruning targets."""
     check_module(model, "model")
-    return [(m, name) for m in model.modules()
-            if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {type(name).__name__}")
+    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d,
+                                                           nn.Conv3d))]
+    targets = [(m, name) for m in layers
+               if isinstance(getattr(m, name, None), torch.Tensor) or hasattr(m, name + "_orig")]
+    if layers and not targets:
+        raise ValueError(f"name: no Linear/Conv layer of the model has a parameter named "
+                         f"{name!r}")
+    return targets
 
 
 def _weight(module: nn.Module, name: str) -> torch.Tensor:
@@ -128,6 +145,7 @@ def mask_from_scores(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     scores are equal (already-pruned zeros, say). The mask has the shape,
     and lives on the device, of ``scores``.
     """
+    check_tensor(scores, "scores")
     sparsity = check_sparsity(sparsity)
     n_prune = round(sparsity * scores.numel())
     mask = torch.ones(scores.numel(), dtype=scores.dtype, device=scores.device)
@@ -522,7 +540,7 @@ def prune_channels(model: nn.Module, plan: float | dict[str, torch.Tensor], *,
     """
     _check_sequential(model)
     if not isinstance(plan, dict):
-        plan = select_channels(model, plan, layers=layers)
+        plan = select_channels(model, check_sparsity(plan, "plan"), layers=layers)
     new = remove(model)
     in_idx: dict[str, torch.Tensor] = {}
     out_idx: dict[str, torch.Tensor] = {}
@@ -590,6 +608,7 @@ def semi_structured_mask(weight: torch.Tensor) -> torch.Tensor:
     Raises:
         ValueError: ``weight`` is not 2-D or its columns are not a multiple of 4.
     """
+    check_tensor(weight, "weight", floating=True)
     if weight.dim() != 2 or weight.shape[1] % 4:
         raise ValueError(f"weight must be 2-D with a multiple of 4 columns, "
                          f"got {tuple(weight.shape)}")

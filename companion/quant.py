@@ -146,6 +146,15 @@ def _check_axis(axis: int | None, ndim: int) -> int | None:
     return axis % ndim
 
 
+def _as_range_end(value: torch.Tensor | float, name: str) -> torch.Tensor:
+    if isinstance(value, bool) or not isinstance(value, (torch.Tensor, float, int)):
+        raise TypeError(f"{name} must be a number or a tensor, got {type(value).__name__}")
+    t = torch.as_tensor(value, dtype=torch.float32)
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    return t
+
+
 def choose_qparams(lo: torch.Tensor | float, hi: torch.Tensor | float, bits: int = 8, *,
                    symmetric: bool = False, signed: bool | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,8 +176,13 @@ def choose_qparams(lo: torch.Tensor | float, hi: torch.Tensor | float, bits: int
     """
     signed = symmetric if signed is None else signed
     qmin, qmax = qrange(bits, signed)
-    lo = torch.clamp(torch.as_tensor(lo, dtype=torch.float32), max=0.0)
-    hi = torch.clamp(torch.as_tensor(hi, dtype=torch.float32), min=0.0)
+    lo, hi = (_as_range_end(v, n) for v, n in ((lo, "lo"), (hi, "hi")))
+    if lo.shape != hi.shape:
+        raise ValueError(f"lo and hi must have the same shape, got {tuple(lo.shape)} and "
+                         f"{tuple(hi.shape)}")
+    if bool((lo > hi).any()):
+        raise ValueError("lo must be <= hi")
+    lo, hi = torch.clamp(lo, max=0.0), torch.clamp(hi, min=0.0)
     if symmetric:
         amax = torch.maximum(-lo, hi)
         scale = amax / ((qmax - qmin) / 2)
@@ -307,6 +321,10 @@ def unpack(packed: torch.Tensor, bits: int, signed: bool, numel: int) -> torch.T
     """Inverse of :func:`pack`: the first ``numel`` codes, flat, in the code dtype."""
     bits = check_int(bits, "bits", min_value=2, max_value=16)
     check_tensor(packed, "packed", allow_empty=True)
+    numel = check_int(numel, "numel", min_value=0)
+    capacity = packed.numel() * (2 if bits <= 4 else 1)
+    if numel > capacity:
+        raise ValueError(f"numel must be <= {capacity} (the codes held by packed), got {numel}")
     if bits > 4:
         return packed.flatten()[:numel]
     qmin, _ = qrange(bits, signed)
@@ -499,6 +517,8 @@ def calibrate(model: nn.Module, loader: Iterable, layers: Iterable[str] | None =
         ValueError: an unknown layer name, or no layer to observe.
     """
     check_module(model, "model")
+    if num_batches is not None:
+        num_batches = check_int(num_batches, "num_batches", min_value=1)
     modules = dict(model.named_modules())
     names = list(layers) if layers is not None else [n for n, _ in quantizable_layers(model)]
     if not names:

@@ -1,0 +1,431 @@
+"""A bad-input sweep over the public API of ``companion``.
+
+Every public function is either listed in ``CASES`` with one valid call, or
+in ``NOT_SWEPT`` with the reason. From each valid call the sweep derives bad
+calls, one argument at a time, from the type of its valid value:
+
+* a floating tensor becomes a NaN tensor, an inf tensor, an empty tensor and
+  a Python list;
+* a module becomes a string;
+* a float becomes NaN; an int becomes a string; a choice string becomes an
+  unknown name;
+
+plus the explicit out-of-range values of each case. Each bad call must raise
+``ValueError`` or ``TypeError`` whose message names the argument. Finally the
+valid call itself must leave every module and tensor argument unchanged
+(parameters, buffers, train/eval mode, tensor values) unless the function's
+name ends in ``_`` or its docstring says it works in place.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import companion
+from companion import (
+    amp,
+    apps,
+    data,
+    distill,
+    dynamic,
+    infer,
+    lr,
+    measure,
+    models,
+    optim,
+    parallel,
+    prune,
+    quant,
+    regularize,
+    sparse,
+    train,
+)
+
+_DS = data.synthetic_images(n_train=64, n_test=32, seed=0)
+_LOADERS = data.make_loaders(_DS, 16)
+_FLAT = data.make_loaders(_DS, 16, flatten=True)
+
+
+def _mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.ReLU(), nn.Linear(16, 10))
+
+
+def _x() -> torch.Tensor:
+    return torch.randn(4, 1, 28, 28)
+
+
+def _y() -> torch.Tensor:
+    return torch.randint(0, 10, (4,))
+
+
+@functools.cache
+def _onnx() -> bytes:
+    return infer.export_onnx(_mlp(), _x())
+
+
+@dataclass
+class Case:
+    """One public function, a valid call, and what to vary."""
+
+    name: str
+    fn: Callable[..., Any]
+    make: Callable[[], dict[str, Any]]
+    bad: dict[str, list[Any]] = field(default_factory=dict)  # explicit out-of-range values
+    choices: tuple[str, ...] = ()  # string arguments that name an option
+    no_auto: tuple[str, ...] = ()  # arguments the automatic mutations skip
+    run_valid: bool = True  # run the valid call for the no-mutation check
+
+
+CASES: list[Case] = [
+    # ---------------------------------------------------------------- train / measure
+    Case("train.set_seed", train.set_seed, lambda: {"seed": 0}, bad={"seed": [-1]}),
+    Case("train.evaluate", train.evaluate, lambda: {"model": _mlp(), "loader": _LOADERS.test}),
+    Case("train.predict_logits", train.predict_logits,
+         lambda: {"model": _mlp(), "loader": _LOADERS.test}),
+    Case("train.fit", train.fit, lambda: {"model": _mlp(), "train_loader": _LOADERS.train,
+                                          "epochs": 1, "lr": 1e-3, "progress": False},
+         bad={"epochs": [0], "lr": [0.0, -1.0]}),
+    Case("train.clone", train.clone, lambda: {"model": _mlp()}),
+    Case("measure.model_size_bytes", measure.model_size_bytes, lambda: {"model": _mlp()}),
+    Case("measure.count_parameters", measure.count_parameters, lambda: {"model": _mlp()}),
+    Case("measure.count_flops", measure.count_flops,
+         lambda: {"model": _mlp(), "example_input": _x()}, no_auto=("example_input",)),
+    Case("measure.measure_latency", measure.measure_latency,
+         lambda: {"model": _mlp(), "example_input": _x(), "warmup": 1, "repeats": 2},
+         bad={"repeats": [0], "warmup": [-1], "threads": [0]},
+         no_auto=("model", "example_input")),
+    Case("measure.serialized_size", measure.serialized_size,
+         lambda: {"obj": _mlp(), "fmt": "state_dict"}, choices=("fmt",), no_auto=("obj",)),
+    # ---------------------------------------------------------------- quantization
+    Case("quant.qrange", quant.qrange, lambda: {"bits": 8, "signed": True}, bad={"bits": [1, 17]}),
+    Case("quant.quantize", quant.quantize, lambda: {"x": torch.randn(8, 4), "bits": 8},
+         bad={"bits": [1, 17], "axis": [2]}),
+    Case("quant.fake_quantize", quant.fake_quantize, lambda: {"x": torch.randn(8, 4), "bits": 4},
+         bad={"bits": [0]}),
+    Case("quant.choose_qparams", quant.choose_qparams, lambda: {"lo": -1.0, "hi": 1.0, "bits": 8},
+         bad={"bits": [1]}),
+    Case("quant.sqnr", quant.sqnr, lambda: {"x": torch.randn(8), "x_hat": torch.randn(8)}),
+    Case("quant.unpack", quant.unpack,
+         lambda: {"packed": torch.zeros(2, dtype=torch.uint8), "bits": 4, "signed": False,
+                  "numel": 4}, bad={"bits": [1, 17], "numel": [-1, 5]}, no_auto=("packed",)),
+    Case("quant.make_observer", quant.make_observer, lambda: {"kind": "minmax"},
+         choices=("kind",)),
+    Case("quant.calibrate", quant.calibrate,
+         lambda: {"model": _mlp(), "loader": _LOADERS.train, "num_batches": 1},
+         bad={"num_batches": [0]}),
+    Case("quant.quantizable_layers", quant.quantizable_layers, lambda: {"model": _mlp()}),
+    Case("quant.quantize_model", quant.quantize_model,
+         lambda: {"model": _mlp(), "config": quant.DynamicInt8Config()}, bad={"config": ["int8"]}),
+    # ---------------------------------------------------------------- pruning
+    Case("prune.magnitude", prune.magnitude, lambda: {"weight": torch.randn(4, 4)}),
+    Case("prune.taylor", prune.taylor,
+         lambda: {"weight": torch.randn(4, 4), "grad": torch.randn(4, 4)},
+         bad={"grad": [None, torch.randn(3, 3)]}),
+    Case("prune.channel_l1", prune.channel_l1, lambda: {"weight": torch.randn(4, 3, 3, 3)}),
+    Case("prune.get_importance", prune.get_importance, lambda: {"importance": "magnitude"},
+         choices=("importance",), bad={"importance": [3]}),
+    Case("prune.check_sparsity", prune.check_sparsity, lambda: {"value": 0.5, "name": "value"},
+         bad={"value": [-0.1, 1.0, 1.5]}, no_auto=("name",)),
+    Case("prune.mask_from_scores", prune.mask_from_scores,
+         lambda: {"scores": torch.rand(4, 4), "sparsity": 0.5}, bad={"sparsity": [1.0, -0.5]}),
+    Case("prune.prune", prune.prune, lambda: {"model": _mlp(), "sparsity": 0.5},
+         bad={"sparsity": [1.0, -0.1]}),
+    Case("prune.remove", prune.remove, lambda: {"model": prune.prune(_mlp(), 0.5)}),
+    Case("prune.sparsity", prune.sparsity, lambda: {"model": prune.prune(_mlp(), 0.5)}),
+    Case("prune.effective_state_dict", prune.effective_state_dict,
+         lambda: {"model": prune.prune(_mlp(), 0.5)}),
+    Case("prune.is_pruned", prune.is_pruned, lambda: {"model": _mlp()}),
+    Case("prune.prunable", prune.prunable, lambda: {"model": _mlp()}, bad={"name": ["nope"]}),
+    Case("prune.select_channels", prune.select_channels,
+         lambda: {"model": models.SmallCNN(), "ratio": 0.5}, bad={"ratio": [1.0, -0.1]}),
+    Case("prune.prune_channels", prune.prune_channels,
+         lambda: {"model": models.SmallCNN(), "plan": 0.5}, bad={"plan": [1.0, "half"]}),
+    Case("prune.semi_structured_mask", prune.semi_structured_mask,
+         lambda: {"weight": torch.randn(8, 8)}, bad={"weight": [torch.randn(8, 6)]}),
+    Case("prune.PolynomialDecay", prune.PolynomialDecay,
+         lambda: {"initial_sparsity": 0.0, "final_sparsity": 0.8, "begin_step": 0,
+                  "end_step": 10},
+         bad={"final_sparsity": [1.0], "end_step": [0]}),
+    Case("sparse.kmeans_1d", sparse.kmeans_1d, lambda: {"values": torch.randn(32), "k": 4},
+         bad={"k": [0]}),
+    Case("sparse.encode", sparse.encode, lambda: {"state_dict": _mlp()},
+         bad={"state_dict": [3], "config": ["lzma"]}),
+    Case("sparse.decode", sparse.decode, lambda: {"data": sparse.encode(_mlp())},
+         bad={"data": [b"not a companion file", "text"]}),
+    # ---------------------------------------------------------------- training techniques
+    Case("distill.soft_targets", distill.soft_targets,
+         lambda: {"teacher_logits": torch.randn(4, 10), "temperature": 2.0},
+         bad={"temperature": [0.0, -1.0]}),
+    Case("distill.kd_loss", distill.kd_loss,
+         lambda: {"student_logits": torch.randn(4, 10), "teacher_logits": torch.randn(4, 10),
+                  "labels": _y(), "temperature": 4.0, "alpha": 0.5},
+         bad={"temperature": [0.0], "alpha": [-0.1, 1.5], "teacher_logits": [torch.randn(4, 9)]},
+         no_auto=("labels",)),
+    Case("distill.KDConfig", distill.KDConfig, lambda: {"temperature": 4.0, "alpha": 0.9},
+         bad={"temperature": [0.0], "alpha": [2.0]}),
+    Case("lr.lr_range_test", lr.lr_range_test,
+         lambda: {"model": _mlp(), "train_loader": _LOADERS.train, "min_lr": 1e-5, "max_lr": 1.0,
+                  "steps": 4},
+         bad={"min_lr": [2.0, 0.0], "steps": [1]}, run_valid=True),
+    Case("lr.make_schedule", lr.make_schedule,
+         lambda: {"optimizer": torch.optim.SGD(_mlp().parameters(), lr=0.1), "kind": "cosine",
+                  "total_steps": 10},
+         choices=("kind",), bad={"total_steps": [0], "optimizer": ["sgd"]}, run_valid=False),
+    Case("optim.trajectory", optim.trajectory,
+         lambda: {"loss_fn": lambda p: (p**2).sum(), "start": (1.0, 1.0),
+                  "make_optimizer": lambda ps: optim.GD(ps, lr=0.1), "steps": 3},
+         bad={"steps": [0], "loss_fn": ["x**2"]}),
+    Case("regularize.l1_penalty", regularize.l1_penalty, lambda: {"model": _mlp()}),
+    Case("regularize.l2_penalty", regularize.l2_penalty, lambda: {"model": _mlp()}),
+    Case("regularize.penalized_loss", regularize.penalized_loss,
+         lambda: {"model": _mlp(), "l1": 1e-4, "l2": 1e-4}, bad={"l1": [-1.0], "l2": [-1.0]}),
+    Case("regularize.near_zero_fraction", regularize.near_zero_fraction,
+         lambda: {"model": _mlp(), "threshold": 1e-3}, bad={"threshold": [-1.0]}),
+    Case("regularize.generalization_gap", regularize.generalization_gap,
+         lambda: {"model": _mlp(), "train_loader": _LOADERS.train, "val_loader": _LOADERS.test}),
+    # ---------------------------------------------------------------- inference, amp, dynamic
+    Case("infer.export_onnx", infer.export_onnx, lambda: {"model": _mlp(), "example_input": _x()},
+         run_valid=False),
+    Case("infer.ort_session", infer.ort_session, lambda: {"onnx_bytes": _onnx(), "threads": 1},
+         bad={"onnx_bytes": ["model.onnx", b""], "threads": [0]}, run_valid=False),
+    Case("infer.roofline", infer.roofline,
+         lambda: {"flops": 1e6, "bytes_moved": 1e5, "peak_flops": 1e9, "bandwidth": 1e9},
+         bad={"flops": [-1.0], "peak_flops": [0.0], "bandwidth": [0.0]}),
+    Case("infer.model_bytes_moved", infer.model_bytes_moved, lambda: {"model": _mlp(), "x": _x()}),
+    Case("infer.engine_row", infer.engine_row,
+         lambda: {"engine": "eager", "runner": lambda: None, "batch": 1, "threads": 1,
+                  "size_bytes": 10, "accuracy": 0.5, "warmup": 0, "repeats": 2},
+         bad={"batch": [0], "accuracy": [1.5], "runner": ["eager"]}),
+    Case("amp.resolve_dtype", amp.resolve_dtype, lambda: {"precision": "bf16"},
+         choices=("precision",), bad={"precision": [torch.int8]}),
+    Case("amp.underflow_report", amp.underflow_report,
+         lambda: {"model": _mlp(), "x": _x(), "y": _y(), "precision": "fp16", "loss_scale": 1.0},
+         choices=("precision",), bad={"loss_scale": [0.0, -1.0]}, no_auto=("y",)),
+    Case("amp.fit_amp", amp.fit_amp,
+         lambda: {"model": _mlp(), "loader": _LOADERS.train, "precision": "bf16", "epochs": 1},
+         choices=("precision",), bad={"epochs": [0], "lr": [0.0]}, run_valid=False),
+    Case("dynamic.exit_macs", dynamic.exit_macs,
+         lambda: {"model": dynamic.EarlyExitNet(4, 8, 8, 16)}),
+    Case("dynamic.exit_logits", dynamic.exit_logits,
+         lambda: {"model": dynamic.EarlyExitNet(4, 8, 8, 16), "x": _x()}, bad={"batch_size": [0]}),
+    Case("dynamic.early_exit_predict", dynamic.early_exit_predict,
+         lambda: {"logits": torch.randn(3, 4, 10), "threshold": 0.9},
+         bad={"threshold": [1.5, -0.1], "logits": [torch.randn(4, 10)]}),
+    Case("dynamic.stage_latency", dynamic.stage_latency,
+         lambda: {"model": dynamic.EarlyExitNet(4, 8, 8, 16), "x": _x(), "warmup": 0, "repeats": 1},
+         bad={"repeats": [0], "threads": [0]}),
+    Case("dynamic.time_early_exit", dynamic.time_early_exit,
+         lambda: {"model": dynamic.EarlyExitNet(4, 8, 8, 16), "x": _x(), "threshold": 0.9,
+                  "warmup": 0, "repeats": 1}, bad={"threshold": [2.0], "repeats": [0]}),
+    Case("dynamic.MixtureOfExperts", dynamic.MixtureOfExperts,
+         lambda: {"hidden": 8, "num_experts": 4, "k": 1}, bad={"k": [0, 5], "num_experts": [0]}),
+    # ---------------------------------------------------------------- parallel, apps
+    Case("parallel.single_process_gradients", parallel.single_process_gradients,
+         lambda: {"model": _mlp(), "x": _x(), "y": _y()}, no_auto=("y",)),
+    Case("parallel.data_parallel_gradients", parallel.data_parallel_gradients,
+         lambda: {"model": _mlp(), "x": _x(), "y": _y(), "world_size": 2},
+         bad={"world_size": [0, 3]}, no_auto=("y",), run_valid=False),
+    Case("parallel.bubble_fraction", parallel.bubble_fraction,
+         lambda: {"stages": 4, "micro_batches": 8}, bad={"stages": [0], "micro_batches": [0]}),
+    Case("parallel.simulate_pipeline", parallel.simulate_pipeline,
+         lambda: {"stages": 2, "micro_batches": 4},
+         bad={"forward_time": [0.0, -1.0], "stages": [0]}),
+    Case("parallel.split_stages", parallel.split_stages,
+         lambda: {"model": _mlp(), "stages": 2, "example_input": _x()}, bad={"stages": [0, 99]},
+         no_auto=("example_input",)),
+    Case("apps.make_interactions", apps.make_interactions,
+         lambda: {"num_users": 20, "num_items": 30, "per_user": 5, "test_per_user": 2},
+         bad={"num_users": [0], "test_per_user": [-1]}),
+    Case("apps.quantize_rows_int8", apps.quantize_rows_int8, lambda: {"weight": torch.randn(5, 4)},
+         bad={"weight": [torch.randn(5)]}),
+    Case("apps.per_class_accuracy", apps.per_class_accuracy,
+         lambda: {"logits": torch.randn(8, 3), "labels": torch.randint(0, 3, (8,))},
+         bad={"labels": [torch.randint(0, 3, (7,))]}, no_auto=("labels",)),
+    Case("apps.expected_calibration_error", apps.expected_calibration_error,
+         lambda: {"logits": torch.randn(8, 3), "labels": torch.randint(0, 3, (8,))},
+         bad={"bins": [0]}, no_auto=("labels",)),
+    Case("apps.budget_report", apps.budget_report,
+         lambda: {"name": "cnn", "latencies_ms": __import__("numpy").array([1.0, 2.0]),
+                  "budget_ms": 5.0}, bad={"budget_ms": [0.0, -1.0]}, no_auto=("name",)),
+    Case("data.make_loaders", data.make_loaders, lambda: {"dataset": _DS, "batch_size": 8},
+         bad={"batch_size": [0], "dataset": ["mnist"], "train_size": [0, 10**9]}),
+    Case("data.synthetic_images", data.synthetic_images, lambda: {"n_train": 8, "n_test": 4},
+         bad={"n_train": [0], "num_classes": [1]}),
+]
+
+# Public functions and classes the sweep does not call, and why. The guard
+# below fails when a new public name appears in neither place.
+NOT_SWEPT: dict[str, str] = {
+    **{f"data.{n}": "a class or fixed-path loader; its errors are tested in test_data.py"
+       for n in ("Split", "ImageDataset", "Loaders", "default_cache_dir", "load_mnist",
+                 "load_fashion_mnist", "keras_arrays")},
+    **{f"models.{n}": "model classes without options; sizes are tested in test_models_train.py"
+       for n in ("count_trainable", "LeNet300100", "LeNet5", "SmallCNN")},
+    "train.default_device": "takes a preference string; falls back to the CPU by design",
+    "train.History": "a result dataclass",
+    **{f"measure.{n}": "a result dataclass or table" for n in
+       ("Table", "SizeReport", "ParamReport", "FlopReport", "LatencyReport")},
+    "measure.bytes_per_value": "takes a torch.dtype; tested in test_measure.py",
+    **{f"plot.{n}": "plots; label checks are tested in the notebooks' figures"
+       for n in ("line_plot", "bar_plot", "histogram")},
+    **{f"quant.{n}": "a result, observer or layer class; tested in test_quant.py" for n in
+       ("QTensor", "Observer", "MinMaxObserver", "MovingAverageMinMaxObserver",
+        "PercentileObserver", "MSEObserver", "WeightOnlyConfig", "DynamicInt8Config",
+        "StaticInt8Config", "QATConfig", "QuantizedWeightLayer", "FakeQuantize", "QATLayer")},
+    **{f"quant.{n}": "takes a QTensor made by quantize(); tested in test_quant.py"
+       for n in ("dequantize", "error_bound", "pack")},
+    "quant.fusion_groups": "takes a Sequential; tested in test_quant.py",
+    **{f"quant.{n}": "in-place QAT/PTQ steps; tested in test_quant.py" for n in
+       ("prepare_qat_", "calibrate_fake_quant_", "convert_qat_", "quantize_model_")},
+    **{f"prune.{n}": "in place by name; tested in test_prune.py" for n in
+       ("prune_", "threshold_prune_", "remove_", "iterative_prune_", "mask_channels_",
+        "l1_prune_finetune_", "to_semi_structured_")},
+    **{f"prune.{n}": "a schedule, callback or report class; tested in test_prune.py"
+       for n in ("ConstantSparsity", "PruningCallback", "L1PruneReport")},
+    **{f"sparse.{n}": "file I/O around encode/decode; tested in test_sparse.py"
+       for n in ("save", "load")},
+    "sparse.SparseConfig": "a config dataclass; its checks are tested in test_sparse.py",
+    "distill.Hint": "a small regressor module",
+    "distill.hint_loss": "tested in test_distill.py",
+    "distill.distill": "a training loop; its argument checks are tested in test_distill.py",
+    **{f"lr.{n}": "a result class or a plot" for n in
+       ("RangeTestResult", "SweepResult", "plot_range_test")},
+    "lr.seed_sweep": "a multi-seed training loop; tested in test_lr.py",
+    **{f"optim.{n}": "optimizer classes checked against torch.optim in test_optim.py"
+       for n in ("GD", "Momentum", "RMSprop", "Adam", "AdamW")},
+    "regularize.penalized_params": "a list of the model's own parameters",
+    **{f"infer.{n}": "a result class" for n in ("EngineRow", "Roofline")},
+    **{f"infer.{n}": "engine wrappers (compile, ONNX Runtime); tested in test_infer.py" for n in
+       ("eager_runner", "compile_model", "ort_runner", "ort_predict", "quantize_onnx_int8",
+        "accuracy_of", "measure_peak_flops", "measure_bandwidth")},
+    **{f"amp.{n}": "a result class" for n in ("AmpReport", "UnderflowReport")},
+    **{f"amp.{n}": "a training step / GPU throughput; tested in test_amp.py"
+       for n in ("amp_step", "throughput")},
+    **{f"dynamic.{n}": "tested in test_dynamic.py" for n in
+       ("EarlyExitNet", "joint_exit_loss", "fit_early_exit", "ExitResult", "exit_curve",
+        "SkipMLP", "fit_dynamic")},
+    **{f"parallel.{n}": "a result class or a forward helper; tested in test_parallel.py"
+       for n in ("pipeline_forward", "PipelineSlot", "PipelineSchedule")},
+    **{f"apps.{n}": "tested in test_apps.py" for n in
+       ("Interactions", "MatrixFactorization", "fit_recommender", "recall_at_k",
+        "dequantize_rows", "table_bytes", "quantized_recommender", "frame_latencies",
+        "BudgetReport")},
+    **{f"architectures.{n}": "model classes; tested in test_architectures.py"
+       for n in ("as_rows", "RowRNN", "EncoderBlock", "RowTransformer")},
+    **{f"report.{n}": "tested in test_report.py" for n in
+       ("ReportConfig", "Variant", "optimization_report", "plot_report")},
+}
+
+_SWEPT_MODULES = ("data", "models", "train", "measure", "plot", "quant", "prune", "sparse",
+                  "architectures", "distill", "lr", "optim", "regularize", "infer", "amp",
+                  "dynamic", "parallel", "apps", "report")
+
+
+def _public_names() -> set[str]:
+    names = set()
+    for mod_name in _SWEPT_MODULES:
+        mod = importlib.import_module(f"companion.{mod_name}")
+        for n, obj in vars(mod).items():
+            if n.startswith("_") or getattr(obj, "__module__", None) != mod.__name__:
+                continue
+            if inspect.isfunction(obj) or inspect.isclass(obj):
+                names.add(f"{mod_name}.{n}")
+    return names
+
+
+def test_every_public_name_is_swept_or_exempted():
+    assert set(companion._SUBMODULES) - {"keras", "cli"} == set(_SWEPT_MODULES)
+    covered = {c.name for c in CASES} | set(NOT_SWEPT)
+    missing = _public_names() - covered
+    assert not missing, f"public names neither swept nor exempted: {sorted(missing)}"
+    stale = covered - _public_names()
+    assert not stale, f"sweep lists names that no longer exist: {sorted(stale)}"
+
+
+# ---------------------------------------------------------------- the bad calls
+def _auto_bad(case: Case, arg: str, value: Any) -> list[tuple[str, Any]]:
+    if arg in case.no_auto or isinstance(value, bool):
+        return []
+    if arg in case.choices:
+        return [("unknown name", "no-such-option")]
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        return [("NaN tensor", torch.full_like(value, math.nan)),
+                ("inf tensor", torch.full_like(value, math.inf)),
+                ("empty tensor", value[:0]),
+                ("list, not a tensor", value.tolist())]
+    if isinstance(value, nn.Module):
+        return [("string, not a module", "model.pt")]
+    if isinstance(value, float):
+        return [("NaN", math.nan)]
+    if isinstance(value, int):
+        return [("string, not an int", "3")]
+    return []
+
+
+def _bad_calls():
+    for case in CASES:
+        valid = case.make()
+        for arg, value in valid.items():
+            for label, bad in _auto_bad(case, arg, value):
+                yield pytest.param(case, arg, bad, id=f"{case.name}-{arg}-{label}")
+        for arg, values in case.bad.items():
+            for i, bad in enumerate(values):
+                yield pytest.param(case, arg, bad, id=f"{case.name}-{arg}-range{i}")
+
+
+@pytest.mark.parametrize(("case", "arg", "bad"), list(_bad_calls()))
+def test_bad_input_raises_a_clear_error(case: Case, arg: str, bad: Any):
+    kwargs = case.make()
+    kwargs[arg] = bad
+    with pytest.raises((ValueError, TypeError)) as info:
+        case.fn(**kwargs)
+    assert arg in str(info.value), f"{case.name}: the message {str(info.value)!r} names no {arg!r}"
+
+
+# ---------------------------------------------------------------- no mutation
+def _snapshot(value: Any) -> Any:
+    if isinstance(value, nn.Module):
+        state = {k: v.detach().clone() for k, v in value.state_dict().items()}
+        modes = [m.training for m in value.modules()]
+        grads = [p.requires_grad for p in value.parameters()]
+        return ("module", state, modes, grads)
+    if isinstance(value, torch.Tensor):
+        return ("tensor", value.detach().clone())
+    return None
+
+
+def _same(before: Any, value: Any) -> bool:
+    now = _snapshot(value)
+    if before[0] == "tensor":
+        return torch.equal(before[1], now[1])
+    _, state, modes, grads = before
+    _, state2, modes2, grads2 = now
+    return (state.keys() == state2.keys() and all(torch.equal(state[k], state2[k]) for k in state)
+            and modes == modes2 and grads == grads2)
+
+
+def _documented_in_place(fn: Callable) -> bool:
+    doc = " ".join((inspect.getdoc(fn) or "").split()).lower()
+    return fn.__name__.endswith("_") or "in place" in doc or "in-place" in doc
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.run_valid], ids=lambda c: c.name)
+def test_valid_call_leaves_its_arguments_unchanged(case: Case):
+    kwargs = case.make()
+    before = {k: _snapshot(v) for k, v in kwargs.items()}
+    case.fn(**kwargs)
+    if _documented_in_place(case.fn):
+        pytest.skip(f"{case.name} documents that it works in place")
+    changed = [k for k, b in before.items() if b is not None and not _same(b, kwargs[k])]
+    assert not changed, f"{case.name} modified its argument(s) {changed}"
