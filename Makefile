@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NOTEBOOKS := $(shell find book -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' | sort)
 
-.PHONY: book test venv notebooks lint bench clean test-gpu check-pages check-wheel
+.PHONY: book test venv notebooks lint bench clean test-gpu check-pages check-wheel check-builds
 
 venv: $(STAMP)
 
@@ -48,6 +48,15 @@ bench: $(STAMP)
 # a request that leaves localhost. Run after `make book`.
 check-pages: $(STAMP)
 	$(BIN)/python tools/check_pages.py _build/html
+
+# Build the book twice and check that the deterministic outputs agree (every
+# assert already ran in both builds: a failing cell fails the build).
+check-builds: $(STAMP)
+	rm -rf _build/first-run
+	$(MAKE) book
+	cp -r _build/jupyter_execute _build/first-run
+	$(MAKE) book
+	$(BIN)/python tools/compare_builds.py _build/first-run _build/jupyter_execute
 
 # The package outside the repo: wheel -> fresh venv -> unit tests run from a temp dir.
 check-wheel: $(STAMP)
