@@ -6,6 +6,8 @@ does). Submodules, loaded on first use:
 * ``companion.keras.core``: the Keras MNIST models, training, conversion to
   ``.tflite`` (float, dynamic-range and full-integer) and running a
   ``.tflite`` model with ``ai_edge_litert``'s Interpreter.
+* ``companion.keras.prune``: magnitude pruning of Keras 3 models with a
+  callback (polynomial or constant sparsity schedules), no layer wrappers.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_SUBMODULES = ("core",)
+_SUBMODULES = ("core", "prune")
 __all__ = list(_SUBMODULES)
 
 
