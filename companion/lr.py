@@ -6,11 +6,18 @@
   from ``torch.optim.lr_scheduler``.
 * :func:`seed_sweep`: train the same recipe with several seeds and report
   final and best validation accuracy (mean ± std) and the compute spent.
+* :func:`training_curve`: train once, scoring validation accuracy every few
+  optimizer steps, to read off the steps, examples and seconds a recipe needs
+  to reach a target accuracy (comparisons of optimizers and batch sizes).
+* :func:`scaled_lr`: the linear (or square-root) scaling rule that adapts a
+  learning rate tuned at one batch size to another.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,16 +27,23 @@ from matplotlib.axes import Axes
 from torch import nn
 
 from ._checks import check_choice, check_float, check_int, check_module
-from .train import History, _batches, clone, default_device, fit, set_seed
+from .train import History, _batches, clone, default_device, evaluate, fit, set_seed
 
 __all__ = ["RangeTestResult", "lr_range_test", "plot_range_test", "make_schedule",
-           "SweepResult", "seed_sweep"]
+           "SweepResult", "seed_sweep", "TrainingCurve", "training_curve", "scaled_lr"]
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter], float], torch.optim.Optimizer]
 
 
 def _adam(params: Iterable[nn.Parameter], lr: float) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=lr)
+
+
+def _check_optimizer(optimizer: Any) -> torch.optim.Optimizer:
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got "
+                        f"{type(optimizer).__name__}")
+    return optimizer
 
 
 # --------------------------------------------------------------------------- range test
@@ -177,10 +191,12 @@ def make_schedule(optimizer: torch.optim.Optimizer, kind: str, *, total_steps: i
         gamma: decay factor of ``"step"``.
 
     Raises:
+        TypeError: ``optimizer`` is not a ``torch.optim.Optimizer``.
         ValueError: unknown ``kind``, or steps out of range.
     """
     from torch.optim import lr_scheduler as S
 
+    _check_optimizer(optimizer)
     check_choice(kind, "kind", ("constant", "step", "cosine", "onecycle"))
     total_steps = check_int(total_steps, "total_steps", min_value=1)
     warmup_steps = check_int(warmup_steps, "warmup_steps", min_value=0,
@@ -284,3 +300,155 @@ def seed_sweep(label: str, make_model: Callable[[], nn.Module], train_loader: It
         histories.append(fit(model, train_loader, epochs=epochs, optimizer=opt, scheduler=sched,
                              val_loader=val_loader, device=device, progress=False))
     return SweepResult(label, list(seeds), histories)
+
+
+# --------------------------------------------------------------------------- speed
+@dataclass
+class TrainingCurve:
+    """Validation accuracy of one run, scored every few optimizer steps.
+
+    The lists are aligned: entry ``i`` is the state after ``steps[i]``
+    optimizer steps, i.e. after ``examples[i]`` training examples and
+    ``seconds[i]`` of training wall time (forward, backward and update;
+    loading batches and scoring the validation set are not included). The
+    first entry is the untrained model.
+
+    Attributes:
+        label: name of the run in tables and plots.
+        steps: optimizer steps taken at each evaluation.
+        examples: training examples seen at each evaluation.
+        seconds: training wall time at each evaluation.
+        val_acc: validation accuracy at each evaluation.
+    """
+
+    label: str
+    steps: list[int] = field(default_factory=list)
+    examples: list[int] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    val_acc: list[float] = field(default_factory=list)
+
+    def _first(self, target: float) -> int | None:
+        check_float(target, "target", min_value=0.0, max_value=1.0)
+        return next((i for i, a in enumerate(self.val_acc) if a >= target), None)
+
+    def steps_to(self, target: float) -> int | None:
+        """Optimizer steps at the first evaluation with accuracy >= ``target`` (None: never)."""
+        i = self._first(target)
+        return None if i is None else self.steps[i]
+
+    def examples_to(self, target: float) -> int | None:
+        """Training examples seen when the accuracy first reached ``target`` (None: never)."""
+        i = self._first(target)
+        return None if i is None else self.examples[i]
+
+    def seconds_to(self, target: float) -> float | None:
+        """Training seconds until the accuracy first reached ``target`` (None: never)."""
+        i = self._first(target)
+        return None if i is None else self.seconds[i]
+
+    @property
+    def final_acc(self) -> float:
+        """Validation accuracy at the end of the run."""
+        return self.val_acc[-1]
+
+    @property
+    def best_acc(self) -> float:
+        """Best validation accuracy seen during the run."""
+        return max(self.val_acc)
+
+
+def training_curve(model: nn.Module, train_loader: Iterable, val_loader: Iterable, *,
+                   optimizer: torch.optim.Optimizer, epochs: int = 1, eval_every: int = 10,
+                   scheduler: object | None = None,
+                   loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                   device: torch.device | str | None = None,
+                   label: str = "") -> TrainingCurve:
+    """Train ``model`` in place, scoring validation accuracy every ``eval_every`` steps.
+
+    The loop is that of :func:`companion.train.fit` (zero the gradients,
+    forward, backward, ``optimizer.step()``, then ``scheduler.step()``), with
+    an evaluation before the first step, every ``eval_every`` steps and after
+    the last one. Use it to compare how fast recipes learn, in optimizer
+    steps, training examples or seconds (:meth:`TrainingCurve.steps_to` and
+    friends); give each recipe a fresh model built from the same seed.
+
+    Args:
+        model: trained in place (moved to ``device``).
+        train_loader: yields ``(inputs, labels)``.
+        val_loader: scored with :func:`companion.train.evaluate`.
+        optimizer: built on ``model``'s parameters.
+        epochs: passes over ``train_loader``.
+        eval_every: optimizer steps between two evaluations.
+        scheduler: an LR scheduler stepped after every optimizer step.
+        loss_fn: ``loss_fn(logits, labels)``; default cross-entropy.
+        device: default :func:`companion.train.default_device`.
+        label: the run's name.
+
+    Returns:
+        A :class:`TrainingCurve`.
+
+    Raises:
+        TypeError: ``model`` is not a module or ``optimizer`` not an optimizer.
+        ValueError: ``epochs`` or ``eval_every`` < 1, or the loss becomes NaN or
+            infinite (the message gives the step; lower the learning rate).
+    """
+    check_module(model, "model")
+    _check_optimizer(optimizer)
+    epochs = check_int(epochs, "epochs", min_value=1)
+    eval_every = check_int(eval_every, "eval_every", min_value=1)
+    device = torch.device(device) if device is not None else default_device()
+    loss_fn = loss_fn or nn.functional.cross_entropy
+    model.to(device)
+    curve = TrainingCurve(label)
+    steps, examples, seconds = 0, 0, 0.0
+
+    def record() -> None:
+        curve.steps.append(steps)
+        curve.examples.append(examples)
+        curve.seconds.append(seconds)
+        curve.val_acc.append(evaluate(model, val_loader, device))
+
+    record()
+    for _ in range(epochs):
+        model.train()
+        for x, y in _batches(train_loader, device):
+            start = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x), y)
+            if not torch.isfinite(loss):
+                raise ValueError(f"loss became {loss.item()} at step {steps}; "
+                                 "lower the learning rate")
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds += time.perf_counter() - start
+            steps += 1
+            examples += len(y)
+            if steps % eval_every == 0:
+                record()  # evaluate() restores train mode
+    if curve.steps[-1] != steps:
+        record()
+    return curve
+
+
+def scaled_lr(base_lr: float, base_batch: int, batch: int, *, rule: str = "linear") -> float:
+    r"""Learning rate for batch size ``batch``, given one tuned at ``base_batch``.
+
+    ``"linear"`` (Goyal et al. 2017): :math:`\eta = \eta_0 \, B / B_0`, which keeps
+    the step per training example, :math:`\eta / B`, constant. ``"sqrt"``:
+    :math:`\eta = \eta_0 \sqrt{B / B_0}`, which keeps the variance of the
+    gradient noise in one step, :math:`\eta^2 / B`, constant (a rule sometimes
+    preferred for Adam).
+
+    Raises:
+        ValueError: a non-positive argument, or an unknown ``rule``.
+    """
+    base_lr = check_float(base_lr, "base_lr", min_value=0.0, min_inclusive=False)
+    base_batch = check_int(base_batch, "base_batch", min_value=1)
+    batch = check_int(batch, "batch", min_value=1)
+    check_choice(rule, "rule", ("linear", "sqrt"))
+    ratio = batch / base_batch
+    return base_lr * (ratio if rule == "linear" else math.sqrt(ratio))

@@ -74,6 +74,13 @@ def _onnx() -> bytes:
     return infer.export_onnx(_mlp(), _x())
 
 
+def _curve_call() -> dict[str, Any]:
+    model = _mlp()
+    return {"model": model, "train_loader": _LOADERS.train, "val_loader": _LOADERS.val,
+            "optimizer": torch.optim.SGD(model.parameters(), lr=0.1), "epochs": 1,
+            "eval_every": 2, "device": "cpu"}
+
+
 @dataclass
 class Case:
     """One public function, a valid call, and what to vary."""
@@ -182,6 +189,11 @@ CASES: list[Case] = [
          lambda: {"optimizer": torch.optim.SGD(_mlp().parameters(), lr=0.1), "kind": "cosine",
                   "total_steps": 10},
          choices=("kind",), bad={"total_steps": [0], "optimizer": ["sgd"]}, run_valid=False),
+    Case("lr.training_curve", lr.training_curve, lambda: _curve_call(),
+         bad={"optimizer": ["sgd"], "epochs": [0], "eval_every": [0]}),
+    Case("lr.scaled_lr", lr.scaled_lr,
+         lambda: {"base_lr": 0.01, "base_batch": 32, "batch": 128, "rule": "linear"},
+         choices=("rule",), bad={"base_lr": [0.0], "base_batch": [0], "batch": [0]}),
     Case("optim.trajectory", optim.trajectory,
          lambda: {"loss_fn": lambda p: (p**2).sum(), "start": (1.0, 1.0),
                   "make_optimizer": lambda ps: optim.GD(ps, lr=0.1), "steps": 3},
@@ -300,7 +312,7 @@ NOT_SWEPT: dict[str, str] = {
     "distill.hint_loss": "tested in test_distill.py",
     "distill.distill": "a training loop; its argument checks are tested in test_distill.py",
     **{f"lr.{n}": "a result class or a plot" for n in
-       ("RangeTestResult", "SweepResult", "plot_range_test")},
+       ("RangeTestResult", "SweepResult", "TrainingCurve", "plot_range_test")},
     "lr.seed_sweep": "a multi-seed training loop; tested in test_lr.py",
     **{f"optim.{n}": "optimizer classes checked against torch.optim in test_optim.py"
        for n in ("GD", "Momentum", "RMSprop", "Adam", "AdamW")},

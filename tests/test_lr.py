@@ -91,6 +91,8 @@ def test_schedule_bad_kind():
         lr.make_schedule(opt, "linear-ish", total_steps=10)
     with pytest.raises(ValueError, match="warmup_steps"):
         lr.make_schedule(opt, "cosine", total_steps=10, warmup_steps=10)
+    with pytest.raises(TypeError, match="optimizer"):
+        lr.make_schedule("sgd", "cosine", total_steps=10)
 
 
 def test_seed_sweep_reports_mean_std_and_compute(tiny_data):
@@ -107,3 +109,72 @@ def test_seed_sweep_reports_mean_std_and_compute(tiny_data):
     assert row["steps"] == res.steps and "±" in row["final acc"]
     with pytest.raises(ValueError, match="seeds"):
         lr.seed_sweep("x", models.LeNet300100, loaders.train, loaders.val, seeds=(0,))
+
+
+def test_training_curve_records_steps_examples_and_accuracy(tiny_data):
+    loaders = data.make_loaders(tiny_data, 50, flatten=True)  # 256 images: 5 batches of 50 + 6
+    model = models.LeNet300100(32, 16)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    curve = lr.training_curve(model, loaders.train, loaders.val, optimizer=opt, epochs=2,
+                              eval_every=4, device="cpu", label="sgd")
+    assert curve.label == "sgd"
+    assert curve.steps == [0, 4, 8, 12]                 # 12 steps in all: the last is a multiple
+    assert curve.examples[0] == 0 and curve.examples[-1] == 2 * 256
+    assert curve.examples[1] == 200                     # 4 full batches of 50
+    assert curve.seconds[0] == 0.0 and curve.seconds == sorted(curve.seconds)
+    assert len(curve.val_acc) == 4 and all(0 <= a <= 1 for a in curve.val_acc)
+    assert curve.final_acc == curve.val_acc[-1] and curve.best_acc == max(curve.val_acc)
+    assert curve.final_acc > curve.val_acc[0] + 0.15     # it really trained (10 classes)
+    assert model.training                               # left in train mode
+
+
+def test_training_curve_last_evaluation_and_time_to_target(tiny_data):
+    loaders = data.make_loaders(tiny_data, 64, flatten=True)  # 4 steps per epoch
+    model = models.LeNet300100(32, 16)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    curve = lr.training_curve(model, loaders.train, loaders.val, optimizer=opt, epochs=1,
+                              eval_every=3, device="cpu")
+    assert curve.steps == [0, 3, 4]                     # the end is always scored
+    reached = curve.val_acc[-1]
+    i = next(k for k, a in enumerate(curve.val_acc) if a >= reached)
+    assert curve.steps_to(reached) == curve.steps[i]
+    assert curve.examples_to(reached) == curve.examples[i]
+    assert curve.seconds_to(reached) == curve.seconds[i]
+    assert curve.steps_to(0.0) == 0
+    if curve.best_acc < 1.0:
+        assert curve.steps_to(1.0) is None and curve.seconds_to(1.0) is None
+    with pytest.raises(ValueError, match="target"):
+        curve.steps_to(1.5)
+
+
+def test_training_curve_bad_input(tiny_data):
+    loaders = data.make_loaders(tiny_data, 64, flatten=True)
+    model = models.LeNet300100(32, 16)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(TypeError, match="optimizer"):
+        lr.training_curve(model, loaders.train, loaders.val, optimizer="sgd")
+    with pytest.raises(TypeError, match="model"):
+        lr.training_curve("net", loaders.train, loaders.val, optimizer=opt)
+    with pytest.raises(ValueError, match="eval_every"):
+        lr.training_curve(model, loaders.train, loaders.val, optimizer=opt, eval_every=0)
+    with pytest.raises(ValueError, match="epochs"):
+        lr.training_curve(model, loaders.train, loaders.val, optimizer=opt, epochs=0)
+    big = torch.optim.SGD(model.parameters(), lr=1e30)
+    with pytest.raises(ValueError, match="lower the learning rate"):
+        lr.training_curve(model, loaders.train, loaders.val, optimizer=big, epochs=3,
+                          device="cpu")
+
+
+def test_scaled_lr():
+    assert lr.scaled_lr(0.01, 32, 128) == pytest.approx(0.04)
+    assert lr.scaled_lr(0.01, 32, 8) == pytest.approx(0.0025)
+    assert lr.scaled_lr(0.01, 32, 128, rule="sqrt") == pytest.approx(0.02)
+    assert lr.scaled_lr(0.5, 64, 64) == 0.5
+    with pytest.raises(ValueError, match="rule"):
+        lr.scaled_lr(0.01, 32, 64, rule="cubic")
+    with pytest.raises(ValueError, match="base_lr"):
+        lr.scaled_lr(0.0, 32, 64)
+    with pytest.raises(ValueError, match="batch"):
+        lr.scaled_lr(0.1, 32, 0)
+    with pytest.raises(TypeError, match="base_batch"):
+        lr.scaled_lr(0.1, 32.0, 64)
