@@ -15,18 +15,21 @@ The factor ``T**2`` keeps the soft term's gradient on the same scale whatever
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from ._checks import check_float, check_int, check_module, check_tensor
-from .train import History, _batches, default_device, evaluate
+from .train import History, default_device, evaluate
 
-__all__ = ["KDConfig", "Hint", "soft_targets", "kd_loss", "hint_loss", "distill"]
+__all__ = ["KDConfig", "Hint", "soft_targets", "kd_loss", "hint_loss", "cache_teacher_logits",
+           "distill"]
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,7 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
             different shapes, or labels missing/mismatched while ``alpha < 1``.
         TypeError: an argument is not a tensor / real number.
     """
-    check_tensor(student_logits, "student_logits", floating=True, finite=False)
+    check_tensor(student_logits, "student_logits", floating=True)
     check_tensor(teacher_logits, "teacher_logits", floating=True)
     t = check_float(temperature, "temperature", min_value=0.0, min_inclusive=False)
     a = check_float(alpha, "alpha", min_value=0.0, max_value=1.0)
@@ -122,6 +125,110 @@ def hint_loss(student_features: torch.Tensor, teacher_features: torch.Tensor,
     return F.mse_loss(mapped, teacher_features.detach())
 
 
+@contextlib.contextmanager
+def _frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode for the block; every submodule's own mode is restored afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, mode in modes:
+            m.train(mode)
+
+
+class _WithLogits(Dataset):
+    """``dataset[i]`` followed by row ``i`` of precomputed teacher logits."""
+
+    def __init__(self, dataset: Dataset, logits: torch.Tensor) -> None:
+        self.dataset, self.logits = dataset, logits
+
+    def __len__(self) -> int:
+        return len(self.logits)
+
+    def __getitem__(self, index: int) -> tuple:
+        return (*self.dataset[index], self.logits[index])
+
+
+def cache_teacher_logits(teacher: nn.Module, loader: DataLoader, *, batch_size: int = 1000,
+                         device: torch.device | str | None = None) -> DataLoader:
+    """Run a frozen teacher once over ``loader``'s dataset and keep its logits.
+
+    The teacher of :func:`distill` is frozen, so its logits for a training
+    image are the same at every epoch: computing them once replaces one
+    teacher forward pass per student step by a table look-up. The returned
+    loader yields ``(inputs, labels, teacher_logits)`` batches, drawn with the
+    same batch size, sampler and generator as ``loader`` (two loaders made
+    with the same seed give their batches in the same order). :func:`distill`
+    accepts it in place of ``loader`` and then runs the teacher on the first
+    batch only, to check the cache.
+
+    The cache is valid only while the teacher and the inputs do not change: a
+    dataset that augments its images at random (a new crop at every epoch)
+    needs the teacher at every step instead.
+
+    Args:
+        teacher: the trained teacher; it runs in eval mode under ``no_grad``
+            and every submodule's mode is restored afterwards (not modified).
+        loader: a ``DataLoader`` over a map-style dataset of ``(input, label)``
+            pairs.
+        batch_size: batch size of the single pass that computes the logits.
+        device: where the teacher runs (default: its parameters' device).
+
+    Returns:
+        A ``DataLoader`` over the same examples, each followed by the teacher's
+        float32 logits (kept on the CPU).
+
+    Raises:
+        TypeError: ``teacher`` is not a module, ``loader`` not a ``DataLoader``
+            over a map-style dataset, or ``batch_size`` not an int.
+        ValueError: ``batch_size`` < 1, the dataset is empty, or its items are
+            not ``(input, label)`` pairs.
+    """
+    check_module(teacher, "teacher")
+    if not isinstance(loader, DataLoader):
+        raise TypeError(f"loader must be a torch DataLoader, got {type(loader).__name__}")
+    dataset = loader.dataset
+    if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
+        raise TypeError("loader must draw from a map-style dataset (with __len__ and "
+                        f"__getitem__), got {type(dataset).__name__}")
+    batch_size = check_int(batch_size, "batch_size", min_value=1)
+    if len(dataset) == 0:
+        raise ValueError("loader's dataset is empty")
+    first = dataset[0]
+    if not isinstance(first, (tuple, list)) or len(first) != 2:
+        raise ValueError("loader's dataset must yield (input, label) pairs, got an item of "
+                         f"{len(first) if isinstance(first, (tuple, list)) else 1} part(s)")
+    device = torch.device(device) if device is not None else next(
+        (p.device for p in teacher.parameters()), torch.device("cpu"))
+    ordered = DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                         collate_fn=loader.collate_fn)
+    chunks = []
+    with _frozen(teacher), torch.no_grad():
+        for x, _ in ordered:
+            chunks.append(teacher(x.to(device)).float().cpu())
+    logits = torch.cat(chunks)
+    if logits.dim() != 2 or len(logits) != len(dataset):
+        raise ValueError(f"teacher must return (batch, classes) logits, got {tuple(logits.shape)}")
+    cached = _WithLogits(dataset, logits)
+    if loader.batch_size is None:  # the loader was built with its own batch_sampler
+        return DataLoader(cached, batch_sampler=loader.batch_sampler, generator=loader.generator)
+    return DataLoader(cached, batch_size=loader.batch_size, sampler=loader.sampler,
+                      drop_last=loader.drop_last, generator=loader.generator)
+
+
+def _check_cache(teacher: nn.Module, x: torch.Tensor, cached: torch.Tensor) -> None:
+    with torch.no_grad():
+        fresh = teacher(x).float()
+    scale = max(1.0, cached.abs().max().item())
+    if fresh.shape != cached.shape or not torch.allclose(fresh, cached.float(), rtol=1e-3,
+                                                         atol=1e-3 * scale):
+        diff = (fresh - cached).abs().max().item() if fresh.shape == cached.shape else "shape"
+        raise ValueError("train_loader's cached teacher_logits do not match the teacher "
+                         f"(max difference {diff}): re-run cache_teacher_logits after "
+                         "changing the teacher, and cache only inputs that are not augmented")
+
+
 def _capture(model: nn.Module, layer: str, store: dict) -> torch.utils.hooks.RemovableHandle:
     modules = dict(model.named_modules())
     if layer not in modules:
@@ -139,10 +246,18 @@ def distill(student: nn.Module, teacher: nn.Module, train_loader: Iterable, *,
     The teacher runs in eval mode under ``torch.no_grad()``: it receives no
     gradient and its parameters, buffers and mode are left as they were.
 
+    A ``train_loader`` made by :func:`cache_teacher_logits` yields the
+    teacher's logits with each batch: the teacher then runs on the first batch
+    only, to check that the cached logits are its own (``ValueError`` if not),
+    and every step costs one student pass instead of a teacher and a student
+    pass. With a ``hint`` the teacher's inner features are needed at every
+    step, so a cached loader is refused.
+
     Args:
         student: trained in place.
         teacher: an already *trained* model with the same output classes.
-        train_loader: yields ``(inputs, labels)``.
+        train_loader: yields ``(inputs, labels)``, or ``(inputs, labels,
+            teacher_logits)`` batches from :func:`cache_teacher_logits`.
         config: temperature and alpha (see :class:`KDConfig`).
         epochs: passes over ``train_loader``.
         optimizer: default ``Adam`` over the student (and the hint regressor).
@@ -156,7 +271,9 @@ def distill(student: nn.Module, teacher: nn.Module, train_loader: Iterable, *,
         The student's :class:`~companion.train.History`.
 
     Raises:
-        ValueError: the loss becomes non-finite, or a hint layer does not exist.
+        ValueError: the loss becomes non-finite, a hint layer does not exist,
+            the cached logits do not match the teacher, or a hint is combined
+            with cached logits.
     """
     check_module(student, "student")
     check_module(teacher, "teacher")
@@ -174,36 +291,44 @@ def distill(student: nn.Module, teacher: nn.Module, train_loader: Iterable, *,
         hooks = [_capture(student, hint.student_layer, feats_s),
                  _capture(teacher, hint.teacher_layer, feats_t)]
     optimizer = optimizer or torch.optim.Adam(params, lr=lr)
-    was_training = teacher.training
-    teacher.eval()
-    history, start = History(), time.perf_counter()
+    history, start, checked = History(), time.perf_counter(), False
     try:
-        for _ in range(epochs):
-            student.train()
-            running, count = 0.0, 0
-            for x, y in _batches(train_loader, device):
-                with torch.no_grad():
-                    t_logits = teacher(x)
-                s_logits = student(x)
-                loss = kd_loss(s_logits, t_logits, y, temperature=config.temperature,
-                               alpha=config.alpha)
-                if hint is not None:
-                    loss = loss + hint.weight * hint_loss(
-                        feats_s[hint.student_layer], feats_t[hint.teacher_layer], hint.regressor)
-                if not torch.isfinite(loss):
-                    raise ValueError(f"loss became {loss.item()} at step {history.steps}")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                if scheduler is not None:
-                    scheduler.step()
-                history.steps += 1
-                running, count = running + loss.item() * len(y), count + len(y)
-            history.train_loss.append(running / max(count, 1))
-            if val_loader is not None:
-                history.val_acc.append(evaluate(student, val_loader, device))
+        with _frozen(teacher):
+            for _ in range(epochs):
+                student.train()
+                running, count = 0.0, 0
+                for batch in train_loader:
+                    x, y = batch[0].to(device), batch[1].to(device)
+                    if len(batch) == 3:  # (inputs, labels, cached teacher logits)
+                        if hint is not None:
+                            raise ValueError("hint needs the teacher's features at every step: "
+                                             "pass a train_loader without cached logits")
+                        t_logits = batch[2].to(device)
+                        if not checked:
+                            _check_cache(teacher, x, t_logits)
+                            checked = True
+                    else:
+                        with torch.no_grad():
+                            t_logits = teacher(x)
+                    loss = kd_loss(student(x), t_logits, y, temperature=config.temperature,
+                                   alpha=config.alpha)
+                    if hint is not None:
+                        loss = loss + hint.weight * hint_loss(
+                            feats_s[hint.student_layer], feats_t[hint.teacher_layer],
+                            hint.regressor)
+                    if not torch.isfinite(loss):
+                        raise ValueError(f"loss became {loss.item()} at step {history.steps}")
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    if scheduler is not None:
+                        scheduler.step()
+                    history.steps += 1
+                    running, count = running + loss.item() * len(y), count + len(y)
+                history.train_loss.append(running / max(count, 1))
+                if val_loader is not None:
+                    history.val_acc.append(evaluate(student, val_loader, device))
     finally:
-        teacher.train(was_training)
         for h in hooks:
             h.remove()
     history.seconds = time.perf_counter() - start

@@ -99,3 +99,76 @@ def test_student_must_differ_from_teacher(tiny_data):
     m = models.LeNet300100(8, 8)
     with pytest.raises(ValueError, match="different"):
         distill.distill(m, m, loaders.train, device="cpu")
+
+
+def _trained_teacher(loaders, seed=0):
+    train.set_seed(seed)
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Dropout(0.3),
+                            nn.Linear(64, 10))
+    train.fit(teacher, loaders.train, epochs=2, lr=3e-3, progress=False, device="cpu")
+    return teacher
+
+
+def test_cache_teacher_logits_are_the_eval_mode_logits_in_loader_order(tiny_data):
+    loaders = data.make_loaders(tiny_data, 32, flatten=True)
+    teacher = _trained_teacher(loaders)
+    teacher.train()                      # dropout on: the cache must use eval mode anyway
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    cached = distill.cache_teacher_logits(teacher, loaders.train, batch_size=100)
+    assert teacher.training and teacher[3].training          # every mode restored
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+    assert len(cached) == len(loaders.train) and cached.batch_size == 32
+    teacher.eval()
+    seen = 0
+    for x, y, z in cached:
+        assert x.shape == (len(y), 784) and z.shape == (len(y), 10)
+        with torch.no_grad():
+            assert torch.allclose(z, teacher(x), atol=1e-5)
+        seen += len(y)
+    assert seen == len(loaders.train.dataset)
+
+
+def test_distill_from_cached_logits_equals_distill_with_the_teacher(tiny_data):
+    teacher = _trained_teacher(data.make_loaders(tiny_data, 32, flatten=True))
+    plain = data.make_loaders(tiny_data, 32, flatten=True, seed=5).train
+    cached = distill.cache_teacher_logits(
+        teacher, data.make_loaders(tiny_data, 32, flatten=True, seed=5).train)
+    students = []
+    for loader in (plain, cached):
+        train.set_seed(1)
+        s = models.LeNet300100(16, 8)
+        h = distill.distill(s, teacher, loader, epochs=2, lr=1e-2, device="cpu",
+                            config=distill.KDConfig(4.0, 0.7))
+        students.append((s, h))
+    (a, ha), (b, hb) = students
+    assert ha.steps == hb.steps == 2 * len(plain)
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.allclose(pa, pb, atol=1e-4)
+    assert ha.train_loss == pytest.approx(hb.train_loss, rel=1e-4)
+
+
+def test_cached_logits_of_another_teacher_are_refused(tiny_data):
+    loaders = data.make_loaders(tiny_data, 32, flatten=True)
+    cached = distill.cache_teacher_logits(_trained_teacher(loaders, 0), loaders.train)
+    other = _trained_teacher(loaders, 1)
+    with pytest.raises(ValueError, match="do not match the teacher"):
+        distill.distill(models.LeNet300100(16, 8), other, cached, device="cpu")
+
+
+def test_cache_teacher_logits_bad_input(tiny_data):
+    loaders = data.make_loaders(tiny_data, 32, flatten=True)
+    teacher = models.LeNet300100(16, 8)
+    with pytest.raises(TypeError, match="teacher"):
+        distill.cache_teacher_logits("teacher", loaders.train)
+    with pytest.raises(TypeError, match="loader"):
+        distill.cache_teacher_logits(teacher, list(loaders.train))
+    with pytest.raises(ValueError, match="batch_size"):
+        distill.cache_teacher_logits(teacher, loaders.train, batch_size=0)
+    triples = torch.utils.data.DataLoader(
+        distill.cache_teacher_logits(teacher, loaders.train).dataset, batch_size=8)
+    with pytest.raises(ValueError, match=r"\(input, label\) pairs"):
+        distill.cache_teacher_logits(teacher, triples)
+    cached = distill.cache_teacher_logits(teacher, loaders.train)
+    with pytest.raises(ValueError, match="hint"):
+        distill.distill(models.LeNet300100(16, 8), teacher, cached, device="cpu",
+                        hint=distill.Hint("relu1", "relu1", nn.Linear(16, 16)))
