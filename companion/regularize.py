@@ -1,4 +1,4 @@
-"""Weight penalties: L1 and L2, added to the loss by the caller.
+"""Weight penalties (L1, L2), decoupled weight decay and over-fitting measurements.
 
 ``loss = task_loss + lam * l1_penalty(model)`` drives weights toward zero;
 ``l2_penalty`` is the classic "weight decay" term. Biases and normalization
@@ -6,23 +6,30 @@ parameters are usually left out, which is what ``weights_only=True`` does
 (only tensors with two or more dimensions: Linear and Conv weights).
 
 :func:`penalized_loss` wraps a loss for :func:`companion.train.fit`;
-:func:`generalization_gap` measures over-fitting (train minus validation accuracy);
-:func:`near_zero_fraction` shows that L1 pushes weights *toward* zero but
-leaves few exact zeros.
+:func:`decay_param_groups` gives optimizer parameter groups that decay the
+same tensors (for ``torch.optim.AdamW``, whose decay is decoupled from the
+gradient); :func:`measure_gap` and :func:`generalization_gap` measure
+over-fitting (train minus held-out accuracy); :func:`corrupt_labels` makes
+over-fitting easy to provoke; :func:`near_zero_fraction` shows that L1 pushes
+weights *toward* zero but leaves few exact zeros.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from ._checks import check_float, check_module
+from ._checks import check_float, check_int, check_module
 from .train import evaluate
 
 __all__ = ["l1_penalty", "l2_penalty", "penalized_params", "penalized_loss",
-           "generalization_gap", "near_zero_fraction"]
+           "decay_param_groups", "GapReport", "measure_gap", "generalization_gap",
+           "corrupt_labels", "near_zero_fraction"]
 
 
 def penalized_params(model: nn.Module, weights_only: bool = True) -> list[torch.Tensor]:
@@ -84,9 +91,96 @@ def penalized_loss(model: nn.Module, *, l1: float = 0.0, l2: float = 0.0,
     return loss
 
 
+def decay_param_groups(model: nn.Module, weight_decay: float,
+                       weights_only: bool = True) -> list[dict[str, Any]]:
+    """Optimizer parameter groups: ``weight_decay`` on the penalized tensors, 0 on the rest.
+
+    ``torch.optim.AdamW(decay_param_groups(model, 0.1), lr=1e-3)`` decays the
+    matrices and kernels (the tensors :func:`l2_penalty` would penalize) and
+    leaves biases and normalization parameters alone.
+
+    Raises:
+        ValueError: a negative ``weight_decay``.
+    """
+    weight_decay = check_float(weight_decay, "weight_decay", min_value=0.0)
+    decayed = penalized_params(model, weights_only)
+    ids = {id(p) for p in decayed}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
+    groups = [{"params": decayed, "weight_decay": weight_decay}]
+    if rest:
+        groups.append({"params": rest, "weight_decay": 0.0})
+    return groups
+
+
+@dataclass
+class GapReport:
+    """Accuracy on the training data and on held-out data; ``gap`` is their difference."""
+
+    train_acc: float
+    test_acc: float
+
+    @property
+    def gap(self) -> float:
+        """Train minus held-out accuracy (positive: the model does better on what it saw)."""
+        return self.train_acc - self.test_acc
+
+    def __str__(self) -> str:
+        return (f"train acc {self.train_acc:.4f}, test acc {self.test_acc:.4f}, "
+                f"gap {self.gap:+.4f}")
+
+
+def measure_gap(model: nn.Module, train_loader: Iterable, test_loader: Iterable) -> GapReport:
+    """Accuracy (eval mode: dropout off) on ``train_loader`` and on ``test_loader``."""
+    check_module(model, "model")
+    return GapReport(evaluate(model, train_loader), evaluate(model, test_loader))
+
+
 def generalization_gap(model: nn.Module, train_loader: Iterable, val_loader: Iterable) -> float:
     """Training accuracy minus validation accuracy (positive: the model over-fits)."""
-    return evaluate(model, train_loader) - evaluate(model, val_loader)
+    return measure_gap(model, train_loader, val_loader).gap
+
+
+def corrupt_labels(labels: np.ndarray | torch.Tensor, fraction: float, num_classes: int = 10,
+                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Replace a random ``fraction`` of the labels by labels drawn uniformly at random.
+
+    A drawn label can equal the true one, so about ``fraction * (1 - 1/num_classes)``
+    of the labels end up wrong; the returned mask marks exactly those. The
+    input is not modified.
+
+    Args:
+        labels: 1-D integer class labels in ``[0, num_classes)``.
+        fraction: share of the labels to redraw, in [0, 1].
+        num_classes: number of classes.
+        seed: seed of the random choice.
+
+    Returns:
+        ``(new_labels, wrong)``: an ``int64`` array and a boolean mask of the
+        labels that differ from the originals.
+
+    Raises:
+        TypeError: ``labels`` is not an integer array or tensor.
+        ValueError: ``labels`` is not 1-D, or holds a label outside the classes.
+    """
+    if isinstance(labels, torch.Tensor):
+        labels = labels.detach().cpu().numpy()
+    if not isinstance(labels, np.ndarray) or not np.issubdtype(labels.dtype, np.integer):
+        raise TypeError("labels must be an integer numpy array or tensor, got "
+                        f"{type(labels).__name__}"
+                        f"{' of dtype ' + str(labels.dtype) if hasattr(labels, 'dtype') else ''}")
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be 1-D, got shape {labels.shape}")
+    fraction = check_float(fraction, "fraction", min_value=0.0, max_value=1.0)
+    num_classes = check_int(num_classes, "num_classes", min_value=2)
+    seed = check_int(seed, "seed", min_value=0)
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes}), got values in "
+                         f"[{labels.min()}, {labels.max()}]")
+    rng = np.random.default_rng(seed)
+    redraw = rng.random(labels.shape[0]) < fraction
+    new = labels.astype(np.int64, copy=True)
+    new[redraw] = rng.integers(0, num_classes, size=int(redraw.sum()))
+    return new, new != labels
 
 
 @torch.no_grad()

@@ -209,6 +209,13 @@ CASES: list[Case] = [
          lambda: {"model": _mlp(), "threshold": 1e-3}, bad={"threshold": [-1.0]}),
     Case("regularize.generalization_gap", regularize.generalization_gap,
          lambda: {"model": _mlp(), "train_loader": _LOADERS.train, "val_loader": _LOADERS.test}),
+    Case("regularize.decay_param_groups", regularize.decay_param_groups,
+         lambda: {"model": _mlp(), "weight_decay": 0.01}, bad={"weight_decay": [-1.0]}),
+    Case("regularize.measure_gap", regularize.measure_gap,
+         lambda: {"model": _mlp(), "train_loader": _LOADERS.train, "test_loader": _LOADERS.test}),
+    Case("regularize.corrupt_labels", regularize.corrupt_labels,
+         lambda: {"labels": torch.randint(0, 10, (20,)), "fraction": 0.2},
+         bad={"fraction": [1.5, -0.1], "num_classes": [1], "labels": [torch.randn(20)]}),
     # ---------------------------------------------------------------- inference, amp, dynamic
     Case("infer.export_onnx", infer.export_onnx, lambda: {"model": _mlp(), "example_input": _x()},
          run_valid=False),
@@ -320,6 +327,7 @@ NOT_SWEPT: dict[str, str] = {
     **{f"optim.{n}": "optimizer classes checked against torch.optim in test_optim.py"
        for n in ("GD", "Momentum", "RMSprop", "Adam", "AdamW")},
     "regularize.penalized_params": "a list of the model's own parameters",
+    "regularize.GapReport": "a result dataclass",
     **{f"infer.{n}": "a result class" for n in ("EngineRow", "Roofline")},
     **{f"infer.{n}": "engine wrappers (compile, ONNX Runtime); tested in test_infer.py" for n in
        ("eager_runner", "compile_model", "ort_runner", "ort_predict", "quantize_onnx_int8",

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -51,3 +52,57 @@ def test_near_zero_fraction_and_gap(tiny_data):
     train.fit(model, loaders.train, epochs=1, progress=False, device="cpu")
     gap = regularize.generalization_gap(model, loaders.train, loaders.val)
     assert -1 <= gap <= 1
+
+
+def test_decay_param_groups_adamw_decays_weights_only():
+    m = nn.Sequential(nn.Linear(4, 3), nn.LayerNorm(3), nn.Linear(3, 2))
+    groups = regularize.decay_param_groups(m, 0.5)
+    assert [g["weight_decay"] for g in groups] == [0.5, 0.0]
+    assert {id(p) for p in groups[0]["params"]} == {id(m[0].weight), id(m[2].weight)}
+    assert sum(len(g["params"]) for g in groups) == len(list(m.parameters()))
+    # with no task gradient AdamW multiplies the decayed weights by (1 - lr * wd) per step
+    w0, b0 = m[0].weight.detach().clone(), m[0].bias.detach().clone()
+    opt = torch.optim.AdamW(groups, lr=0.1)
+    for _ in range(3):
+        opt.zero_grad()
+        (0.0 * m(torch.randn(2, 4)).sum()).backward()
+        opt.step()
+    assert torch.allclose(m[0].weight, w0 * 0.95 ** 3)
+    assert torch.equal(m[0].bias, b0)
+    assert len(regularize.decay_param_groups(nn.Linear(2, 2, bias=False), 0.1)) == 1
+    with pytest.raises(ValueError, match="weight_decay"):
+        regularize.decay_param_groups(m, -1.0)
+    with pytest.raises(TypeError, match="model"):
+        regularize.decay_param_groups("not a model", 0.1)
+
+
+def test_measure_gap_uses_eval_mode(tiny_data):
+    loaders = data.make_loaders(tiny_data, 32, flatten=True)
+    model = nn.Sequential(nn.Linear(784, 32), nn.ReLU(), nn.Dropout(0.9), nn.Linear(32, 10))
+    model.train()
+    a = regularize.measure_gap(model, loaders.train, loaders.val)
+    b = regularize.measure_gap(model, loaders.train, loaders.val)
+    assert a == b                                   # dropout off: deterministic
+    assert model.training                           # mode restored
+    assert a.gap == pytest.approx(a.train_acc - a.test_acc)
+    assert "gap" in str(a)
+
+
+def test_corrupt_labels():
+    y = np.arange(1000) % 10
+    new, wrong = regularize.corrupt_labels(y, 0.3, seed=1)
+    assert new.dtype == np.int64 and new.shape == y.shape
+    assert np.array_equal(wrong, new != y)
+    assert np.array_equal(y, np.arange(1000) % 10)  # input untouched
+    assert 0.2 < wrong.mean() < 0.34                # about 0.3 * 0.9 of them
+    again, _ = regularize.corrupt_labels(torch.from_numpy(y), 0.3, seed=1)
+    assert np.array_equal(new, again)
+    assert not regularize.corrupt_labels(y, 0.0)[1].any()
+    with pytest.raises(ValueError, match="fraction"):
+        regularize.corrupt_labels(y, 1.5)
+    with pytest.raises(TypeError, match="labels"):
+        regularize.corrupt_labels(y.astype(np.float32), 0.1)
+    with pytest.raises(ValueError, match="labels must lie"):
+        regularize.corrupt_labels(y, 0.1, num_classes=5)
+    with pytest.raises(ValueError, match="1-D"):
+        regularize.corrupt_labels(y.reshape(10, 100), 0.1)
