@@ -15,9 +15,8 @@ The factor ``T**2`` keeps the soft term's gradient on the same scale whatever
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from ._checks import check_float, check_int, check_module, check_tensor
+from ._checks import check_float, check_int, check_module, check_tensor, evaluating
 from .train import History, default_device, evaluate
 
 __all__ = ["KDConfig", "Hint", "soft_targets", "kd_loss", "hint_loss", "cache_teacher_logits",
@@ -125,18 +124,6 @@ def hint_loss(student_features: torch.Tensor, teacher_features: torch.Tensor,
     return F.mse_loss(mapped, teacher_features.detach())
 
 
-@contextlib.contextmanager
-def _frozen(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode for the block; every submodule's own mode is restored afterwards."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, mode in modes:
-            m.train(mode)
-
-
 class _WithLogits(Dataset):
     """``dataset[i]`` followed by row ``i`` of precomputed teacher logits."""
 
@@ -204,7 +191,7 @@ def cache_teacher_logits(teacher: nn.Module, loader: DataLoader, *, batch_size: 
     ordered = DataLoader(dataset, batch_size=batch_size, shuffle=False,
                          collate_fn=loader.collate_fn)
     chunks = []
-    with _frozen(teacher), torch.no_grad():
+    with evaluating(teacher), torch.no_grad():
         for x, _ in ordered:
             chunks.append(teacher(x.to(device)).float().cpu())
     logits = torch.cat(chunks)
@@ -293,7 +280,7 @@ def distill(student: nn.Module, teacher: nn.Module, train_loader: Iterable, *,
     optimizer = optimizer or torch.optim.Adam(params, lr=lr)
     history, start, checked = History(), time.perf_counter(), False
     try:
-        with _frozen(teacher):
+        with evaluating(teacher):
             for _ in range(epochs):
                 student.train()
                 running, count = 0.0, 0
