@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 book: $(STAMP)
-	rm -rf _build/html
+	rm -rf _build/html _build/.doctrees _build/jupyter_execute   # every build executes every notebook
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
 test: $(STAMP)
