@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._checks import check_float, check_int, check_module, check_tensor
+from ._checks import check_float, check_int, check_module, check_tensor, evaluating
 from .measure import measure_latency
 from .train import clone
 
@@ -410,12 +410,7 @@ def model_bytes_moved(model: nn.Module, x: torch.Tensor) -> int:
     check_module(model, "model")
     x = _check_input(x)
     state = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = model(x)
-    finally:
-        model.train(was)
+    with torch.no_grad(), evaluating(model):
+        out = model(x)
     return int(state + x.numel() * x.element_size() + out.numel() * out.element_size())
 

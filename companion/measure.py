@@ -353,13 +353,10 @@ def count_flops(model: nn.Module, example_input: torch.Tensor | tuple) -> FlopRe
         if not list(mod.children()) or isinstance(mod, (nn.MultiheadAttention, nn.RNNBase)):
             handles.append(mod.register_forward_pre_hook(pre))
             handles.append(mod.register_forward_hook(hook(name)))
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), evaluating(model):
             model(*args)
     finally:
-        model.train(was_training)
         for h in handles:
             h.remove()
     batch = int(args[0].shape[0]) if args[0].dim() > 1 else 1

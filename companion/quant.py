@@ -50,6 +50,7 @@ from ._checks import (
     check_int,
     check_module,
     check_tensor,
+    evaluating,
 )
 from .train import clone
 
@@ -535,15 +536,13 @@ def calibrate(model: nn.Module, loader: Iterable, layers: Iterable[str] | None =
         return fn
 
     handles = [modules[n].register_forward_hook(hook(n)) for n in names]
-    was_training = model.training
-    model.eval()
     try:
-        for i, batch in enumerate(loader):
-            if num_batches is not None and i >= num_batches:
-                break
-            model(batch[0] if isinstance(batch, (tuple, list)) else batch)
+        with evaluating(model):
+            for i, batch in enumerate(loader):
+                if num_batches is not None and i >= num_batches:
+                    break
+                model(batch[0] if isinstance(batch, (tuple, list)) else batch)
     finally:
-        model.train(was_training)
         for h in handles:
             h.remove()
     return observers

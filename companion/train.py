@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from tqdm import tqdm  # text bars: widget bars would need JavaScript from a CDN in the book
 
-from ._checks import check_float, check_int, check_module
+from ._checks import check_float, check_int, check_module, evaluating
 
 __all__ = ["set_seed", "default_device", "History", "fit", "evaluate", "predict_logits", "clone"]
 
@@ -82,15 +82,11 @@ def predict_logits(model: nn.Module, loader: Iterable,
     """All logits and labels of ``loader``, computed in eval mode (mode restored after)."""
     check_module(model, "model")
     device = torch.device(device) if device is not None else _model_device(model)
-    was_training = model.training
-    model.eval()
-    try:
-        logits, labels = [], []
+    logits, labels = [], []
+    with evaluating(model):
         for x, y in _batches(loader, device):
             logits.append(model(x).float().cpu())
             labels.append(y.cpu())
-    finally:
-        model.train(was_training)
     if not logits:
         raise ValueError("loader yielded no batch")
     return torch.cat(logits), torch.cat(labels)
