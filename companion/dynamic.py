@@ -125,12 +125,13 @@ def joint_exit_loss(outputs: Sequence[torch.Tensor], y: torch.Tensor,
                                                                       strict=True))
 
 
-def fit_early_exit(model: EarlyExitNet, loader, *, epochs: int = 1, lr: float = 1e-3,
-                   weights: Sequence[float] | None = None) -> list[float]:
-    """Train all exits jointly in place (Adam); returns the mean loss per epoch."""
-    model = _check_net(model)
-    epochs = check_int(epochs, "epochs", min_value=1)
-    check_float(lr, "lr", min_value=0.0, min_inclusive=False)
+def _fit_adam(model: nn.Module, loader, epochs: int, lr: float,
+              step_loss: Callable[[torch.Tensor, torch.Tensor],
+                                  tuple[torch.Tensor, torch.Tensor]]) -> list[float]:
+    """Adam for ``epochs``; ``step_loss(x, y)`` gives (loss to minimize, loss to report).
+
+    Returns the mean reported loss per epoch; leaves the model in eval mode.
+    """
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
     history = []
@@ -138,13 +139,27 @@ def fit_early_exit(model: EarlyExitNet, loader, *, epochs: int = 1, lr: float = 
         total, n = 0.0, 0
         for x, y in loader:
             opt.zero_grad(set_to_none=True)
-            loss = joint_exit_loss(model(x), y, weights)
+            loss, reported = step_loss(x, y)
             loss.backward()
             opt.step()
-            total, n = total + loss.item() * len(y), n + len(y)
+            total, n = total + reported.item() * len(y), n + len(y)
         history.append(total / max(n, 1))
     model.eval()
     return history
+
+
+def fit_early_exit(model: EarlyExitNet, loader, *, epochs: int = 1, lr: float = 1e-3,
+                   weights: Sequence[float] | None = None) -> list[float]:
+    """Train all exits jointly in place (Adam); returns the mean loss per epoch."""
+    model = _check_net(model)
+    epochs = check_int(epochs, "epochs", min_value=1)
+    check_float(lr, "lr", min_value=0.0, min_inclusive=False)
+
+    def step_loss(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loss = joint_exit_loss(model(x), y, weights)
+        return loss, loss
+
+    return _fit_adam(model, loader, epochs, lr, step_loss)
 
 
 @torch.no_grad()
@@ -240,16 +255,6 @@ def _run_full(model: EarlyExitNet, x: torch.Tensor) -> torch.Tensor:
     return model.exits[-1](h).argmax(-1)
 
 
-def _median_ms(fn: Callable[[], object], warmup: int, repeats: int) -> float:
-    times = []
-    for i in range(warmup + repeats):
-        t0 = time.perf_counter()
-        fn()
-        if i >= warmup:
-            times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
-
-
 @torch.no_grad()
 def stage_latency(model: EarlyExitNet, x: torch.Tensor, *, warmup: int = 2, repeats: int = 9,
                   threads: int | None = None) -> list[float]:
@@ -258,21 +263,17 @@ def stage_latency(model: EarlyExitNet, x: torch.Tensor, *, warmup: int = 2, repe
     Shows where the time goes, which need not be where the FLOPs go: an
     early exit can save at most the time of the stages it skips.
     """
+    from .measure import measure_latency
+
     model = _check_net(model)
     x = check_tensor(x, "x", floating=True)
-    warmup = check_int(warmup, "warmup", min_value=0)
-    repeats = check_int(repeats, "repeats", min_value=1)
-    old = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(check_int(threads, "threads", min_value=1))
-    try:
-        with evaluating(model):
-            out, h = [], x
-            for stage, head in zip(model.stages, model.exits, strict=True):
-                out.append(_median_ms(lambda s=stage, h=h, e=head: e(s(h)), warmup, repeats))
-                h = stage(h)
-    finally:
-        torch.set_num_threads(old)
+    out, h = [], x
+    with evaluating(model):
+        for stage, head in zip(model.stages, model.exits, strict=True):
+            rep = measure_latency(lambda s=stage, h=h, e=head: e(s(h)), warmup=warmup,
+                                  repeats=repeats, threads=threads)
+            out.append(rep.median_ms)
+            h = stage(h)
     return out
 
 
@@ -429,19 +430,11 @@ def fit_dynamic(model: nn.Module, loader, *, epochs: int = 1, lr: float = 1e-3,
                         f"{type(model).__name__}")
     epochs = check_int(epochs, "epochs", min_value=1)
     check_float(penalty, "penalty", min_value=0.0)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    history = []
-    for _ in range(epochs):
-        total, n = 0.0, 0
-        for x, y in loader:
-            opt.zero_grad(set_to_none=True)
-            loss = nn.functional.cross_entropy(model(x), y)
-            extra = model.aux_loss if isinstance(model, MixtureOfExperts) else model.gate_mean
-            (loss + penalty * extra).backward()
-            opt.step()
-            total, n = total + loss.item() * len(y), n + len(y)
-        history.append(total / max(n, 1))
-    model.eval()
-    return history
+
+    def step_loss(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loss = nn.functional.cross_entropy(model(x), y)
+        extra = model.aux_loss if isinstance(model, MixtureOfExperts) else model.gate_mean
+        return loss + penalty * extra, loss
+
+    return _fit_adam(model, loader, epochs, lr, step_loss)
 
