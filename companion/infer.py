@@ -34,10 +34,13 @@ import torch
 from torch import nn
 
 from ._checks import check_float, check_int, check_module, check_tensor, evaluating
-from .measure import measure_latency
+from .measure import LatencyComparison, compare_latency, measure_latency
 from .train import clone
 
 __all__ = [
+    "Fp32Baseline",
+    "fold_batchnorm",
+    "fastest_fp32",
     "EngineRow",
     "Roofline",
     "eager_runner",
@@ -54,6 +57,82 @@ __all__ = [
     "roofline",
     "model_bytes_moved",
 ]
+
+
+# --------------------------------------------------------------------------- fp32 baseline
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` in eval mode with each BatchNorm folded into the conv before it.
+
+    In eval mode ``BN(conv(x)) = conv'(x)`` with ``W' = W * g / sqrt(v + eps)`` and
+    ``b' = (b - m) * g / sqrt(v + eps) + beta`` per output channel, so the
+    normalization costs nothing at inference. Uses ``torch.fx`` (the model
+    must be symbolically traceable); the result computes the same function
+    to float rounding.
+
+    Raises:
+        ValueError: the model cannot be traced by ``torch.fx``.
+    """
+    from torch.fx.experimental.optimization import fuse
+
+    check_module(model, "model")
+    copy = clone(model).eval()
+    try:
+        return fuse(copy, inplace=True)
+    except Exception as err:  # noqa: BLE001 - tracing errors come in many types
+        raise ValueError(f"model: cannot fold batch norm, torch.fx could not trace it "
+                         f"({type(err).__name__}: {err})") from err
+
+
+@dataclass
+class Fp32Baseline:
+    """The fastest plain float32 way to run a model here, and the comparison that chose it."""
+
+    name: str
+    model: nn.Module
+    comparison: LatencyComparison
+
+    def __str__(self) -> str:
+        return f"fastest plain fp32: {self.name}\n{self.comparison}"
+
+
+def fastest_fp32(model: nn.Module, example_input: torch.Tensor, *, threads: int = 1,
+                 rounds: int = 20) -> Fp32Baseline:
+    """Find the fastest plain float32 way to run ``model``: the baseline of a speed-up.
+
+    A speed-up of int8 or of a pruned model means little against a slow
+    float32 path. In eager PyTorch on a CPU the slow parts of a small CNN are
+    often not the convolutions: ``max_pool2d`` on a channels-first (NCHW)
+    tensor is not vectorized across channels and can take longer than the
+    convolution before it, and an unfolded BatchNorm is one more pass over
+    the activations. The candidates, timed in interleaved rounds under
+    ``torch.inference_mode``, are the model as given, BatchNorm folded into
+    the convolutions (:func:`fold_batchnorm`), channels-last memory format
+    (4-D inputs only), and both. Engines that need a compiler or another
+    runtime (``torch.compile``, ONNX Runtime) are not "plain" and are
+    compared separately (section 3.3).
+
+    Args:
+        model: left unchanged; the candidates are copies in eval mode.
+        example_input: a batch as the model will see it.
+        threads: PyTorch threads for the timing (default 1).
+        rounds: interleaved rounds of :func:`companion.measure.compare_latency`.
+
+    Returns:
+        An :class:`Fp32Baseline`: the winner's name, the model to time and the comparison.
+    """
+    check_module(model, "model")
+    x = _check_input(example_input, "example_input")
+    candidates: dict[str, nn.Module] = {"eager": clone(model).eval()}
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        with contextlib.suppress(ValueError):       # not traceable: no folded candidate
+            candidates["BN folded"] = fold_batchnorm(model)
+    if x.dim() == 4:
+        for name in list(candidates):
+            label = "channels-last" if name == "eager" else f"{name} + channels-last"
+            candidates[label] = clone(candidates[name]).to(memory_format=torch.channels_last)
+    cmp = compare_latency(candidates, x, threads=threads, rounds=rounds)
+    best = min(cmp.names, key=cmp.median_ms)
+    return Fp32Baseline(best, candidates[best], cmp)
 
 
 # --------------------------------------------------------------------------- rows

@@ -15,13 +15,15 @@ Each function returns a small dataclass that prints as a table.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip as _gzip
 import io
 import json
 import os
+import platform
 import statistics
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,12 @@ __all__ = [
     "count_parameters",
     "count_flops",
     "measure_latency",
+    "CPUInfo",
+    "cpu_info",
+    "ISA_LIMIT_VARIABLES",
+    "LatencyComparison",
+    "compare_latency",
+    "assert_timing",
     "accuracy",
 ]
 
@@ -401,7 +409,7 @@ def _quantile(sorted_vals: list[float], q: float) -> float:
 
 
 def measure_latency(model: nn.Module | Callable[[], Any], example_input: Any = None, *,
-                    warmup: int = 10, repeats: int = 50, threads: int | None = None,
+                    warmup: int = 10, repeats: int = 50, threads: int | None = 1,
                     device: torch.device | str | None = None) -> LatencyReport:
     """Median wall-clock latency of ``model(example_input)`` (or of ``model()``).
 
@@ -417,7 +425,9 @@ def measure_latency(model: nn.Module | Callable[[], Any], example_input: Any = N
         example_input: a tensor or a tuple of tensors, moved to ``device``.
         warmup: untimed calls first (caches, lazy initialisation, JIT).
         repeats: timed calls; the report gives their median and 10/90 percentiles.
-        threads: PyTorch intra-op threads during the measurement (default: current).
+        threads: PyTorch intra-op threads during the measurement (default 1, for the
+            reason given in :func:`compare_latency`; ``None`` keeps the current count).
+            To compare variants, use :func:`compare_latency`, which interleaves them.
         device: where a module and its input run (default: the module's device).
     """
     warmup = check_int(warmup, "warmup", min_value=0)
@@ -468,3 +478,311 @@ def measure_latency(model: nn.Module | Callable[[], Any], example_input: Any = N
     times.sort()
     return LatencyReport(statistics.median(times), _quantile(times, 0.1), _quantile(times, 0.9),
                          repeats, warmup, used_threads, str(dev), batch)
+
+
+# --------------------------------------------------------------------------- the machine
+# Environment variables that cap the instruction sets of PyTorch's CPU kernels; the
+# book's `make test-avx2` sets all four to imitate a CPU without AVX-512 or VNNI.
+ISA_LIMIT_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "FBGEMM_ENABLE_INSTRUCTIONS",
+                       "MKL_ENABLE_INSTRUCTIONS")
+_NO_VNNI_ONEDNN = {"SSE41", "AVX", "AVX2", "AVX512_CORE"}      # oneDNN caps below VNNI
+_NO_VNNI_FBGEMM = {"AVX2", "AVX512", "AVX512_256"}             # fbgemm caps below VNNI (E1)
+
+
+def _cpu_flags() -> tuple[str, set[str]]:
+    """CPU model name and feature flags from /proc/cpuinfo (empty where unavailable)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown CPU", set()
+    name, flags = platform.processor() or "unknown CPU", set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            name = value.strip()
+        elif key.strip() == "flags":
+            flags = set(value.split())
+            break
+    return name, flags
+
+
+def _torch_cpu_feature(name: str) -> bool:
+    probe = getattr(torch.cpu, name, None)  # private probes; absent on other builds
+    try:
+        return bool(probe()) if probe is not None else False
+    except Exception:  # noqa: BLE001 - a probe that fails means "unknown", i.e. no
+        return False
+
+
+@dataclass
+class CPUInfo:
+    """What decides the speed of a CPU kernel: instruction sets and threads.
+
+    ``vnni`` and ``amx`` are the instructions that make int8 matrix products
+    faster than float32 ones (``vpdpbusd`` on AVX-512 VNNI / AVX-VNNI, tile
+    multiplies on AMX); without them an int8 convolution is about as fast as
+    a float32 one. Both are *effective* values: a CPU that has VNNI counts as
+    without it when an environment variable in :data:`ISA_LIMIT_VARIABLES`
+    caps oneDNN or fbgemm below it.
+    """
+
+    model_name: str
+    capability: str           # torch.backends.cpu.get_cpu_capability(): AVX2, AVX512, ...
+    vnni: bool
+    amx: bool
+    avx512_bf16: bool
+    cores: int                # os.cpu_count()
+    threads: int              # PyTorch intra-op threads now
+    quantized_engine: str
+    limits: dict[str, str] = field(default_factory=dict)  # ISA caps found in the environment
+
+    @property
+    def int8_dot_product(self) -> bool:
+        """True when int8 GEMM/conv kernels have a dedicated instruction (VNNI or AMX)."""
+        return self.vnni or self.amx
+
+    def as_row(self) -> dict[str, Any]:
+        row = asdict(self)
+        row["limits"] = dict(self.limits)
+        return row
+
+    def __str__(self) -> str:
+        yes = {True: "yes", False: "no"}
+        caps = f"; capped by {', '.join(f'{k}={v}' for k, v in self.limits.items())}" \
+            if self.limits else ""
+        return (f"CPU {self.model_name}: PyTorch kernels {self.capability}, int8 dot product "
+                f"(VNNI) {yes[self.vnni]}, AMX {yes[self.amx]}, bf16 {yes[self.avx512_bf16]}; "
+                f"{self.cores} cores, {self.threads} PyTorch thread(s){caps}")
+
+
+def cpu_info() -> CPUInfo:
+    """Describe this CPU as PyTorch's kernels see it (print it beside every timing).
+
+    >>> print(cpu_info())  # doctest: +SKIP
+    CPU AMD EPYC: PyTorch kernels AVX512, int8 dot product (VNNI) yes, AMX no, ...
+    """
+    name, flags = _cpu_flags()
+    limits = {k: os.environ[k] for k in ISA_LIMIT_VARIABLES if os.environ.get(k)}
+    if flags:
+        vnni = bool({"avx512_vnni", "avx_vnni"} & flags)
+        amx = "amx_int8" in flags
+        bf16 = bool({"avx512_bf16", "amx_bf16"} & flags)
+    else:
+        vnni = _torch_cpu_feature("_is_vnni_supported")
+        amx = _torch_cpu_feature("_is_amx_tile_supported")
+        bf16 = _torch_cpu_feature("_is_avx512_bf16_supported")
+    onednn = limits.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    fbgemm = limits.get("FBGEMM_ENABLE_INSTRUCTIONS", "").upper()
+    capped = onednn in _NO_VNNI_ONEDNN or fbgemm in _NO_VNNI_FBGEMM
+    if capped:
+        vnni = amx = bf16 = False
+    return CPUInfo(name, torch.backends.cpu.get_cpu_capability(), vnni, amx, bf16,
+                   os.cpu_count() or 1, torch.get_num_threads(),
+                   torch.backends.quantized.engine, limits)
+
+
+# --------------------------------------------------------------------------- comparisons
+@dataclass
+class LatencyComparison:
+    """Several variants timed in interleaved rounds, and their speed against a baseline.
+
+    ``times_ms[name][r]`` is the time of one call of variant ``name`` in round
+    ``r``. Because every round runs every variant once, a burst of load from
+    another process slows all of them alike, and the per-round ratio
+    ``baseline / variant`` is steadier than either time alone.
+    """
+
+    baseline: str
+    times_ms: dict[str, list[float]]
+    threads: int
+    device: str
+    batch_size: int | None
+    cpu: CPUInfo
+    _rerun: Callable[[], LatencyComparison] | None = field(default=None, repr=False,
+                                                          compare=False)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.times_ms)
+
+    def _check_name(self, name: str) -> str:
+        if name not in self.times_ms:
+            raise ValueError(f"name must be one of {self.names}, got {name!r}")
+        return name
+
+    def median_ms(self, name: str) -> float:
+        """Median time of one call of ``name``."""
+        return statistics.median(self.times_ms[self._check_name(name)])
+
+    def speedup(self, name: str) -> float:
+        """``median(baseline) / median(name)``: above 1 means ``name`` is faster."""
+        return self.median_ms(self.baseline) / self.median_ms(name)
+
+    def speedup_spread(self, name: str) -> tuple[float, float]:
+        """10th and 90th percentiles of the per-round ratios ``baseline / name``."""
+        ratios = sorted(b / v for b, v in zip(self.times_ms[self.baseline],
+                                              self.times_ms[self._check_name(name)],
+                                              strict=True))
+        return _quantile(ratios, 0.1), _quantile(ratios, 0.9)
+
+    def rows(self) -> list[dict[str, Any]]:
+        out = []
+        for name, times in self.times_ms.items():
+            s = sorted(times)
+            lo, hi = self.speedup_spread(name)
+            out.append({"variant": name, "median ms": statistics.median(s),
+                        "p10 ms": _quantile(s, 0.1), "p90 ms": _quantile(s, 0.9),
+                        f"x faster than {self.baseline}": self.speedup(name),
+                        "ratio p10-p90": f"{lo:.2f}-{hi:.2f}"})
+        return out
+
+    def table(self, title: str | None = None) -> Table:
+        batch = f", batch {self.batch_size}" if self.batch_size else ""
+        rounds = len(self.times_ms[self.baseline])
+        return Table(self.rows(), title=title or (
+            f"latency, {self.device}, {self.threads} thread(s){batch}, median of {rounds} "
+            f"interleaved rounds"))
+
+    def remeasure(self) -> LatencyComparison:
+        """Run the same comparison again (same variants, inputs and settings)."""
+        if self._rerun is None:
+            raise ValueError("this comparison was not made by compare_latency; cannot remeasure")
+        return self._rerun()
+
+    def __str__(self) -> str:
+        return f"{self.table()}\n{self.cpu}"
+
+    __repr__ = __str__
+
+
+def compare_latency(variants: Mapping[str, nn.Module | Callable[[], Any]],
+                    example_input: Any = None, *, baseline: str | None = None,
+                    rounds: int = 30, warmup: int = 3, threads: int = 1,
+                    device: torch.device | str | None = None) -> LatencyComparison:
+    """Time several variants of a model in interleaved rounds: A, B, C, A, B, C, ...
+
+    This is the one routine for "x faster" claims. Timing the variants one
+    after another lets a burst of load (another job, a thermal change) fall on
+    one of them; interleaving spreads it over all, and the order of the
+    variants rotates every round so that none always runs first.
+
+    Args:
+        variants: name -> an ``nn.Module`` (run in eval mode under
+            ``torch.inference_mode`` on ``example_input``) or a zero-argument
+            callable (an ONNX Runtime or LiteRT runner, say).
+        example_input: a tensor or tuple of tensors for the module variants.
+        baseline: the name the speed-ups are relative to (default: the first).
+        rounds: timed calls of each variant.
+        warmup: untimed calls of each variant first.
+        threads: PyTorch intra-op threads during the measurement (restored
+            afterwards). The default is 1: on a machine with few cores, a
+            second OpenMP thread competes with every other process for the
+            same cores and one slow thread stalls the whole operator, which
+            made 2-thread timings on a 2-core machine up to 65x slower than
+            1-thread ones while anything else ran.
+        device: where module variants run (default: each module's device).
+
+    Returns:
+        A :class:`LatencyComparison`; ``print`` it for a table with the CPU line.
+
+    Raises:
+        ValueError: no variants, an unknown ``baseline``, or a module without
+            ``example_input``.
+    """
+    if not isinstance(variants, Mapping) or not variants:
+        raise ValueError("variants must be a non-empty mapping of name -> model or callable")
+    names = list(variants)
+    for name, v in variants.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"variants: names must be non-empty strings, got {name!r}")
+        if not callable(v):
+            raise TypeError(f"variants[{name!r}] must be an nn.Module or a callable, "
+                            f"got {type(v).__name__}")
+    base = names[0] if baseline is None else baseline
+    if base not in variants:
+        raise ValueError(f"baseline must be one of {names}, got {baseline!r}")
+    rounds = check_int(rounds, "rounds", min_value=2)
+    warmup = check_int(warmup, "warmup", min_value=0)
+    threads = check_int(threads, "threads", min_value=1)
+    calls, modes, batch, dev_name = {}, [], None, str(device or "cpu")
+    for name, v in variants.items():
+        if isinstance(v, nn.Module):
+            if example_input is None:
+                raise ValueError(f"example_input is required: variants[{name!r}] is a module")
+            dev = torch.device(device) if device is not None else next(
+                (p.device for p in v.parameters()), torch.device("cpu"))
+            dev_name = str(dev)
+            args = example_input if isinstance(example_input, tuple) else (example_input,)
+            args = tuple(a.to(dev) if isinstance(a, torch.Tensor) else a for a in args)
+            if isinstance(args[0], torch.Tensor) and args[0].dim():
+                batch = int(args[0].shape[0])
+            modes.append(evaluating(v))
+            calls[name] = functools.partial(_call_inference, v, args)
+        else:
+            calls[name] = v
+    sync = torch.cuda.synchronize if dev_name.startswith("cuda") else (lambda: None)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with contextlib.ExitStack() as stack:
+            for mode in modes:
+                stack.enter_context(mode)
+            for name in names:
+                for _ in range(warmup):
+                    calls[name]()
+            sync()
+            for r in range(rounds):
+                k = r % len(names)
+                for name in names[k:] + names[:k]:
+                    t0 = time.perf_counter()
+                    calls[name]()
+                    sync()
+                    times[name].append((time.perf_counter() - t0) * 1000)
+    finally:
+        torch.set_num_threads(old_threads)
+
+    def rerun() -> LatencyComparison:
+        return compare_latency(variants, example_input, baseline=base, rounds=rounds,
+                               warmup=warmup, threads=threads, device=device)
+    info = cpu_info()
+    info.threads = threads
+    return LatencyComparison(base, times, threads, dev_name, batch, info, rerun)
+
+
+def _call_inference(model: nn.Module, args: tuple) -> Any:
+    with torch.inference_mode():
+        return model(*args)
+
+
+def assert_timing(comparison: LatencyComparison,
+                  condition: Callable[[LatencyComparison], bool], message: str, *,
+                  retries: int = 1) -> LatencyComparison:
+    """Assert a claim about timings, re-measuring before failing.
+
+    A single slow round of another process can push one measurement across a
+    threshold; a claim that is true of the machine survives a second,
+    independent measurement. ``condition`` is tried on ``comparison``, then on
+    up to ``retries`` fresh re-measurements.
+
+    Returns:
+        The comparison on which the condition held (print it if it changed).
+
+    Raises:
+        AssertionError: ``message`` and the speed-ups of every attempt.
+    """
+    if not isinstance(comparison, LatencyComparison):
+        raise TypeError(f"comparison must be a LatencyComparison, got "
+                        f"{type(comparison).__name__}")
+    if not callable(condition):
+        raise TypeError(f"condition must be callable, got {type(condition).__name__}")
+    retries = check_int(retries, "retries", min_value=0)
+    seen = []
+    for attempt in range(retries + 1):
+        if attempt:
+            comparison = comparison.remeasure()
+        if condition(comparison):
+            return comparison
+        seen.append({n: round(comparison.speedup(n), 3) for n in comparison.names})
+    raise AssertionError(f"{message} (not true in {retries + 1} measurement(s); speed-ups "
+                         f"against {comparison.baseline}: {seen}; {comparison.cpu})")

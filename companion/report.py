@@ -5,7 +5,11 @@ loader, builds each variant (dynamic and static int8, unstructured pruning at
 chosen sparsities, structured channel pruning, ONNX Runtime), and measures
 every row the same way: bytes of the serialized artifact, median latency at
 one batch size and thread count, and accuracy on the loader. Nothing is
-estimated. A variant that does not apply to the model (static int8 needs an
+estimated. All variants are timed together in interleaved rounds
+(:func:`companion.measure.compare_latency`), and speed-ups are relative to the
+fastest plain float32 way to run the model (:func:`companion.infer.fastest_fp32`:
+BatchNorm folded, channels-last where it helps), not to whatever eager
+PyTorch happens to do. A variant that does not apply to the model (static int8 needs an
 ``nn.Sequential``, say) gets a row that says why instead of a number.
 
 The command line ``companion report`` wraps it (see :mod:`companion.cli`).
@@ -23,7 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ._checks import check_float, check_int, check_module
-from .measure import Table, count_parameters, measure_latency, serialized_size
+from .measure import Table, compare_latency, count_parameters, serialized_size
 
 __all__ = ["ReportConfig", "Variant", "optimization_report", "plot_report"]
 
@@ -35,14 +39,17 @@ class ReportConfig:
     Attributes:
         int8: any of ``"dynamic"``, ``"static"`` (static needs calibration data).
         sparsities: unstructured magnitude pruning levels, each in [0, 1).
-            Their size is the sparse, compressed file of :mod:`companion.sparse`;
-            their latency is dense (masked zeros run at dense speed).
+            Their size is the sparse file of :mod:`companion.sparse` with the
+            non-zero values kept in float32 (no weight sharing, so the row
+            shows what pruning alone saves; LZMA on top); their latency is
+            dense (masked zeros run at dense speed).
         channel_ratio: fraction of channels removed by structured pruning
             (``None`` to skip); the result is a smaller dense model.
         onnx: add ONNX Runtime fp32 and int8 rows.
         batch_size: batch of the latency measurement.
         threads: PyTorch / ONNX Runtime threads during timing.
-        repeats: timed runs per variant (median reported).
+        repeats: interleaved rounds of timing (one call of every variant each;
+            the median is reported).
     """
 
     int8: tuple[str, ...] = ("dynamic", "static")
@@ -74,7 +81,7 @@ class Variant:
     name: str
     note: str
     size_bytes: int | None = None
-    latency: Callable[[], float] | None = None
+    run: Callable[[], Any] | None = None     # one timed call at the report's batch size
     predict: Callable[[torch.Tensor], torch.Tensor] | None = None
     nonzero: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -85,15 +92,17 @@ def _state_dict_bytes(model: nn.Module) -> int:
 
 
 def _torch_variant(name: str, note: str, model: nn.Module, x: torch.Tensor,
-                   cfg: ReportConfig, size: int | None = None,
-                   float_weights: bool = True) -> Variant:
+                   size: int | None = None, float_weights: bool = True) -> Variant:
     """A PyTorch variant; non-zeros are counted only where weights are float parameters."""
     model.eval()
+
+    def run() -> Any:
+        with torch.inference_mode():
+            return model(x)
     return Variant(
         name, note,
         size_bytes=_state_dict_bytes(model) if size is None else size,
-        latency=lambda: measure_latency(model, x, warmup=5, repeats=cfg.repeats,
-                                        threads=cfg.threads).median_ms,
+        run=run,
         predict=lambda inp: model(inp),
         nonzero=count_parameters(model).nonzero if float_weights else None,
     )
@@ -102,47 +111,57 @@ def _torch_variant(name: str, note: str, model: nn.Module, x: torch.Tensor,
 def _variants(model: nn.Module, x: torch.Tensor, calibration: Iterable | None,
               cfg: ReportConfig) -> list[tuple[str, Callable[[], Variant]]]:
     """``(name, build)`` pairs: each ``build()`` makes one variant (and may fail alone)."""
-    from . import prune, quant, sparse
+    from . import infer, prune, quant, sparse
+
+    def fastest() -> Variant:
+        base = infer.fastest_fp32(model, x, threads=cfg.threads, rounds=max(cfg.repeats, 2))
+        return _torch_variant(f"fp32, {base.name}", "fastest plain fp32: speed-up baseline",
+                              base.model, x, size=_state_dict_bytes(model))
 
     def dynamic() -> Variant:
         q = quant.quantize_model(model, quant.DynamicInt8Config())
-        return _torch_variant("int8 dynamic", "torch.ao int8 Linear kernels", q, x, cfg,
+        return _torch_variant("int8 dynamic", "torch.ao int8 Linear kernels", q, x,
                               float_weights=False)
 
     def static() -> Variant:
         if calibration is None:
             raise ValueError("needs calibration data")
         q = quant.quantize_model(model, quant.StaticInt8Config(calibration=calibration))
-        return _torch_variant("int8 static", "torch.ao int8 kernels end to end", q, x, cfg,
+        return _torch_variant("int8 static", "torch.ao int8 kernels end to end", q, x,
                               float_weights=False)
 
     def pruned(s: float) -> Variant:
         p = prune.remove(prune.prune(model, s))
-        return _torch_variant(f"pruned {s:.0%}", "magnitude masks; sparse file, dense latency",
-                              p, x, cfg, size=len(sparse.encode(p)))
+        size = len(sparse.encode(p, sparse.SparseConfig(values="float32")))
+        return _torch_variant(f"pruned {s:.0%}", "sparse fp32 file (LZMA); dense latency",
+                              p, x, size=size)
 
     def channels() -> Variant:
         small = prune.prune_channels(model, cfg.channel_ratio)
         return _torch_variant(f"channels -{cfg.channel_ratio:.0%}",
-                              "smaller dense model, not fine-tuned", small, x, cfg)
+                              "smaller dense model, not fine-tuned", small, x)
 
     exported: dict[str, bytes] = {}  # the fp32 export, shared by both ONNX rows
 
     def onnx(int8: bool) -> Variant:
-        from . import infer
-
         if "fp32" not in exported:
             exported["fp32"] = infer.export_onnx(model, x)
-        data = infer.quantize_onnx_int8(exported["fp32"], x) if int8 else exported["fp32"]
+        if int8:
+            if calibration is None:
+                raise ValueError("needs calibration data")
+            calib = torch.cat([b[0] for _, b in zip(range(8), calibration, strict=False)])
+            data = infer.quantize_onnx_int8(exported["fp32"], calib)
+        else:
+            data = exported["fp32"]
         session = infer.ort_session(data, threads=cfg.threads)
-        run = infer.ort_runner(session, x)
         return Variant(
-            f"ONNX Runtime {'int8' if int8 else 'fp32'}", "onnxruntime CPU", size_bytes=len(data),
-            latency=lambda: measure_latency(run, warmup=5, repeats=cfg.repeats).median_ms,
+            f"ONNX Runtime {'int8' if int8 else 'fp32'}", "another engine (section 3.3)",
+            size_bytes=len(data), run=infer.ort_runner(session, x),
             predict=lambda inp: torch.from_numpy(infer.ort_predict(session, inp)))
 
     builds: list[tuple[str, Callable[[], Variant]]] = [
-        ("fp32", lambda: _torch_variant("fp32", "the model as given", model, x, cfg))]
+        ("fp32", lambda: _torch_variant("fp32", "the model as given", model, x)),
+        ("fp32 fastest", fastest)]
     if "dynamic" in cfg.int8:
         builds.append(("int8 dynamic", dynamic))
     if "static" in cfg.int8:
@@ -184,7 +203,9 @@ def optimization_report(model: nn.Module, eval_loader: Iterable, *,
 
     Returns:
         A :class:`~companion.measure.Table` with one row per variant: bytes,
-        size ratio, non-zero parameters, latency (median ms), speed-up and accuracy.
+        size ratio (against the model as given), non-zero parameters, latency
+        (median ms), speed-up (against the fastest plain fp32 row) and accuracy.
+        Its title names the CPU (:func:`companion.measure.cpu_info`).
 
     Raises:
         TypeError: ``model`` is not a module.
@@ -200,31 +221,38 @@ def optimization_report(model: nn.Module, eval_loader: Iterable, *,
     x = torch.cat([xb] * reps)[: cfg.batch_size].contiguous()
     model = model.eval()
     rows: list[dict[str, Any]] = []
+    runs: dict[str, Callable[[], Any]] = {}
     builds = _variants(model, x, calibration, cfg)
     for name, build in tqdm(builds, desc="report", disable=not progress):
         try:
             v = build()
             row: dict[str, Any] = {"variant": v.name, "note": v.note, "bytes": v.size_bytes,
-                                   "nonzero params": v.nonzero, "latency ms": v.latency(),
+                                   "nonzero params": v.nonzero,
                                    "accuracy": _accuracy(v.predict, eval_loader)}
+            runs[v.name] = v.run
         except Exception as err:  # one variant failing must not hide the others
             if name == "fp32":
                 raise
             row = {"variant": name, "note": f"not applicable: {err}"}
         rows.append(row)
-    base = rows[0]
+    base = rows[1]["variant"] if rows[1]["variant"] in runs else rows[0]["variant"]
+    timing = compare_latency(runs, baseline=base, rounds=max(cfg.repeats, 2),
+                             threads=cfg.threads)
+    first = rows[0]
     for r in rows:
-        if r.get("bytes") is not None:
-            r["size x"] = base["bytes"] / r["bytes"]
-            r["speed-up x"] = base["latency ms"] / r["latency ms"]
-            r["acc drop (pts)"] = 100 * (base["accuracy"] - r["accuracy"])
+        if r["variant"] in runs:
+            r["latency ms"] = timing.median_ms(r["variant"])
+            r["size x"] = first["bytes"] / r["bytes"]
+            r["speed-up x"] = timing.speedup(r["variant"])
+            r["acc drop (pts)"] = 100 * (first["accuracy"] - r["accuracy"])
     order = ["variant", "bytes", "size x", "nonzero params", "latency ms", "speed-up x",
              "accuracy", "acc drop (pts)", "note"]
     nan = float("nan")
     rows = [{k: r.get(k) if r.get(k) is not None else ("" if k == "note" else nan)
              for k in order} for r in rows]
     return Table(rows, title=(f"optimization report: latency at batch {cfg.batch_size}, "
-                              f"{cfg.threads} thread(s), CPU, median of {cfg.repeats} runs"))
+                              f"{timing.threads} thread(s), CPU, median of {cfg.repeats} "
+                              f"interleaved rounds; speed-up against {base}\n{timing.cpu}"))
 
 
 def plot_report(table: Table, path: str | None = None):

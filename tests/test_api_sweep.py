@@ -112,6 +112,15 @@ CASES: list[Case] = [
          lambda: {"model": _mlp(), "example_input": _x(), "warmup": 1, "repeats": 2},
          bad={"repeats": [0], "warmup": [-1], "threads": [0]},
          no_auto=("model", "example_input")),
+    Case("measure.compare_latency", measure.compare_latency,
+         lambda: {"variants": {"a": _mlp(), "b": _mlp()}, "example_input": _x(), "rounds": 2,
+                  "warmup": 1},
+         bad={"rounds": [1], "warmup": [-1], "threads": [0], "baseline": ["c"]},
+         no_auto=("variants", "example_input")),
+    Case("infer.fold_batchnorm", infer.fold_batchnorm, lambda: {"model": models.SmallCNN(4, 8, 8)}),
+    Case("infer.fastest_fp32", infer.fastest_fp32,
+         lambda: {"model": models.SmallCNN(4, 8, 8), "example_input": _x(), "rounds": 2},
+         bad={"rounds": [1], "threads": [0]}),
     Case("measure.serialized_size", measure.serialized_size,
          lambda: {"obj": _mlp(), "fmt": "state_dict"}, choices=("fmt",), no_auto=("obj",)),
     # ---------------------------------------------------------------- quantization
@@ -297,7 +306,11 @@ NOT_SWEPT: dict[str, str] = {
     "train.default_device": "takes a preference string; falls back to the CPU by design",
     "train.History": "a result dataclass",
     **{f"measure.{n}": "a result dataclass or table" for n in
-       ("Table", "SizeReport", "ParamReport", "FlopReport", "LatencyReport")},
+       ("Table", "SizeReport", "ParamReport", "FlopReport", "LatencyReport", "CPUInfo",
+        "LatencyComparison")},
+    "measure.cpu_info": "takes no arguments; tested in test_measure.py",
+    "measure.assert_timing": "takes a LatencyComparison and a predicate; tested in "
+                             "test_measure.py",
     "measure.bytes_per_value": "takes a torch.dtype; tested in test_measure.py",
     **{f"plot.{n}": "plots; label checks are tested in the notebooks' figures"
        for n in ("line_plot", "bar_plot", "histogram")},
@@ -328,7 +341,7 @@ NOT_SWEPT: dict[str, str] = {
        for n in ("GD", "Momentum", "RMSprop", "Adam", "AdamW")},
     "regularize.penalized_params": "a list of the model's own parameters",
     "regularize.GapReport": "a result dataclass",
-    **{f"infer.{n}": "a result class" for n in ("EngineRow", "Roofline")},
+    **{f"infer.{n}": "a result class" for n in ("EngineRow", "Roofline", "Fp32Baseline")},
     **{f"infer.{n}": "engine wrappers (compile, ONNX Runtime); tested in test_infer.py" for n in
        ("eager_runner", "compile_model", "ort_runner", "ort_predict", "quantize_onnx_int8",
         "accuracy_of", "measure_peak_flops", "measure_bandwidth")},

@@ -118,3 +118,39 @@ def test_gpu_record_refuses_without_cuda(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "no CUDA device" in proc.stderr
     assert sorted((root / "benchmarks" / "results" / "gpu").glob("*.json")) == before
+
+
+def test_fold_batchnorm_is_the_same_function():
+    torch.manual_seed(0)
+    model = models.SmallCNN(4, 8, 16)
+    for bn in (model.bn1, model.bn2):          # non-trivial running statistics
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+    x = torch.randn(3, 1, 28, 28)
+    folded = infer.fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())   # untouched
+    with torch.no_grad():
+        assert torch.allclose(folded(x), model.eval()(x), atol=1e-5)
+
+
+def test_fold_batchnorm_refuses_untraceable_model():
+    class Branchy(torch.nn.Module):
+        def forward(self, x):
+            return x if x.sum() > 0 else -x     # data-dependent control flow
+    with pytest.raises(ValueError, match="model"):
+        infer.fold_batchnorm(Branchy())
+
+
+def test_fastest_fp32_picks_a_candidate_that_computes_the_same():
+    torch.manual_seed(0)
+    model = models.SmallCNN(4, 8, 16).eval()
+    x = torch.randn(8, 1, 28, 28)
+    base = infer.fastest_fp32(model, x, rounds=3)
+    assert set(base.comparison.names) == {"eager", "BN folded", "channels-last",
+                                          "BN folded + channels-last"}
+    assert base.name in base.comparison.names and base.name in str(base)
+    with torch.no_grad():
+        assert torch.allclose(base.model(x), model(x), atol=1e-5)
+    mlp = infer.fastest_fp32(models.LeNet300100(), torch.randn(4, 784), rounds=2)
+    assert mlp.comparison.names == ["eager"]          # nothing to fold, not 4-D

@@ -171,6 +171,83 @@ def test_latency_requires_input_for_module():
         measure.measure_latency(3)
 
 
+def _busy(n: int) -> None:
+    total = 0
+    for i in range(n):   # pure Python work: no sleep, no I/O, no threads
+        total += i * i
+
+
+def test_compare_latency_gives_the_ratio_of_known_costs():
+    before = torch.get_num_threads()
+    cmp = measure.compare_latency({"n": lambda: _busy(20_000), "2n": lambda: _busy(40_000)},
+                                  rounds=25, warmup=2)
+    assert torch.get_num_threads() == before
+    assert cmp.baseline == "n" and cmp.threads == 1 and cmp.names == ["n", "2n"]
+    assert 0.5 / 1.25 <= cmp.speedup("2n") <= 0.5 * 1.25        # 2x the work: half the speed
+    lo, hi = cmp.speedup_spread("2n")
+    assert lo <= hi and cmp.speedup("n") == 1.0
+    assert "x faster than n" in str(cmp) and "PyTorch kernels" in str(cmp)
+
+
+def test_compare_latency_interleaves_and_rotates():
+    order = []
+    measure.compare_latency({k: (lambda k=k: order.append(k)) for k in "abc"}, rounds=3,
+                            warmup=0)
+    assert order == list("abc" + "bca" + "cab")
+
+
+def test_compare_latency_modules_and_baseline():
+    lin = nn.Linear(8, 8).train()
+    cmp = measure.compare_latency({"big": nn.Linear(8, 8), "small": lin}, torch.zeros(4, 8),
+                                  baseline="small", rounds=3)
+    assert cmp.baseline == "small" and cmp.batch_size == 4 and lin.training
+    assert len(cmp.rows()) == 2 and len(cmp.times_ms["big"]) == 3
+
+
+@pytest.mark.parametrize("kwargs, err", [
+    ({"variants": {}}, ValueError),
+    ({"variants": {"a": 3}}, TypeError),
+    ({"variants": {"a": nn.Linear(2, 2)}}, ValueError),            # no example_input
+    ({"variants": {"a": lambda: None}, "baseline": "b"}, ValueError),
+    ({"variants": {"a": lambda: None}, "rounds": 1}, ValueError),
+    ({"variants": {"a": lambda: None}, "threads": 0}, ValueError),
+])
+def test_compare_latency_bad_input(kwargs, err):
+    with pytest.raises(err):
+        measure.compare_latency(**kwargs)
+
+
+def test_assert_timing_remeasures_once_before_failing():
+    runs = []
+
+    def fn():
+        runs.append(1)
+    cmp = measure.compare_latency({"a": fn, "b": fn}, rounds=2, warmup=0)
+    calls = []
+
+    def flaky(c):
+        calls.append(c)
+        return len(calls) > 1              # false on the first measurement only
+    kept = measure.assert_timing(cmp, flaky, "b is fast")
+    assert kept is not cmp and len(calls) == 2 and len(runs) == 8
+    with pytest.raises(AssertionError, match="never true.*2 measurement") as info:
+        measure.assert_timing(cmp, lambda c: False, "never true")
+    assert "speed-ups against a" in str(info.value)
+    with pytest.raises(TypeError):
+        measure.assert_timing("cmp", flaky, "x")
+
+
+def test_cpu_info_reports_capability_and_caps(monkeypatch):
+    info = measure.cpu_info()
+    assert info.capability == torch.backends.cpu.get_cpu_capability()
+    assert info.cores >= 1 and info.threads == torch.get_num_threads()
+    assert "PyTorch kernels" in str(info) and info.as_row()["capability"] == info.capability
+    monkeypatch.setenv("FBGEMM_ENABLE_INSTRUCTIONS", "AVX2")
+    capped = measure.cpu_info()
+    assert not capped.vnni and not capped.int8_dot_product
+    assert capped.limits == {"FBGEMM_ENABLE_INSTRUCTIONS": "AVX2"} and "capped by" in str(capped)
+
+
 # ---------------------------------------------------------------- tables
 def test_table_prints_and_saves(tmp_path):
     t = measure.Table([{"model": "a", "bytes": 1234567, "acc": 0.98765},

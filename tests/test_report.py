@@ -25,12 +25,15 @@ def test_report_rows_are_measured(trained_cnn):
     table = report.optimization_report(model, loaders.test, calibration=loaders.train,
                                        config=cfg, progress=False)
     names = [r["variant"] for r in table.rows]
-    assert names == ["fp32", "int8 dynamic", "int8 static", "pruned 50%", "channels -50%"]
+    assert names[0] == "fp32" and names[1].startswith("fp32, ")
+    assert names[2:] == ["int8 dynamic", "int8 static", "pruned 50%", "channels -50%"]
     for r in table.rows:
         assert r["bytes"] > 0 and r["latency ms"] > 0 and 0 <= r["accuracy"] <= 1
-    assert table.rows[0]["size x"] == 1.0
-    assert table.rows[2]["size x"] > 2          # int8 weights
-    assert table.rows[4]["nonzero params"] < table.rows[0]["nonzero params"]
+    assert table.rows[0]["size x"] == 1.0 and table.rows[1]["speed-up x"] == 1.0
+    assert table.rows[1]["accuracy"] == table.rows[0]["accuracy"]   # the same function
+    assert table.rows[3]["size x"] > 2          # int8 weights
+    assert table.rows[5]["nonzero params"] < table.rows[0]["nonzero params"]
+    assert "speed-up against fp32, " in table.title and "PyTorch kernels" in table.title
     # the caller's model is unchanged
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
@@ -40,8 +43,8 @@ def test_report_skips_static_without_calibration(trained_cnn):
     cfg = report.ReportConfig(int8=("static",), sparsities=(), channel_ratio=None, onnx=False,
                               repeats=1, batch_size=8)
     table = report.optimization_report(model, loaders.test, config=cfg, progress=False)
-    assert table.rows[1]["variant"] == "int8 static"
-    assert "not applicable" in table.rows[1]["note"]
+    assert table.rows[2]["variant"] == "int8 static"
+    assert "not applicable" in table.rows[2]["note"]
 
 
 def test_report_config_rejects_bad_values():
