@@ -49,17 +49,19 @@ test: $(STAMP) system-deps
 # The same tests as on a CPU without AVX-512 and VNNI: PyTorch (ATen), oneDNN, fbgemm
 # and MKL each honour one of these variables, so float results and int8 speed change
 # as they would on such a CPU. Run on an AVX-512 machine before trusting an output.
+# torch.compile's kernel cache gets its own folder: kernels cached under the capped
+# instruction set crashed a later uncapped run that loaded them (segmentation fault).
 test-avx2: $(STAMP) system-deps
 	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 FBGEMM_ENABLE_INSTRUCTIONS=AVX2 \
-	  MKL_ENABLE_INSTRUCTIONS=AVX2 $(BIN)/python -m pytest --durations=15
+	  MKL_ENABLE_INSTRUCTIONS=AVX2 TORCHINDUCTOR_CACHE_DIR=$${TMPDIR:-/tmp}/torchinductor-avx2 \
+	  $(BIN)/python -m pytest --durations=15
 
-# Re-execute every notebook in place so that stored outputs come from a real run.
-notebooks: $(STAMP)
-	for nb in $(NOTEBOOKS); do \
-	  echo "executing $$nb"; \
-	  (cd $$(dirname $$nb) && ../../$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
-	     --ExecutePreprocessor.timeout=900 $$(basename $$nb)) || exit 1; \
-	done
+# Re-execute notebooks in place, one at a time (a lock keeps a second run from starting
+# beside it), and stamp each with its code hash, CPU and load (tests/test_notebook_records.py
+# checks the stamps). All of them, or one: make notebooks NB=book/ch5-efficiency/02-....ipynb
+NB ?=
+notebooks: $(STAMP) system-deps
+	$(BIN)/python tools/run_notebooks.py $(NB)
 
 lint: $(STAMP)
 	$(BIN)/ruff check companion tests benchmarks book

@@ -248,6 +248,18 @@ def test_cpu_info_reports_capability_and_caps(monkeypatch):
     assert capped.limits == {"FBGEMM_ENABLE_INSTRUCTIONS": "AVX2"} and "capped by" in str(capped)
 
 
+def test_profile_operators_names_the_slow_operator():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.MaxPool2d(2), nn.Flatten())
+    table = measure.profile_operators(model, torch.randn(2, 1, 12, 12), runs=2, top=3)
+    ops = [r["operator"] for r in table.rows]
+    assert len(ops) <= 3 and any("conv" in o or "pool" in o for o in ops)
+    assert abs(sum(r["share (%)"] for r in measure.profile_operators(
+        model, torch.randn(2, 1, 12, 12), runs=2, top=100).rows) - 100) < 1e-6
+    assert model.training                            # mode restored
+    with pytest.raises(TypeError):
+        measure.profile_operators(model, [1, 2])
+
+
 # ---------------------------------------------------------------- tables
 def test_table_prints_and_saves(tmp_path):
     t = measure.Table([{"model": "a", "bytes": 1234567, "acc": 0.98765},
