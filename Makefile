@@ -5,7 +5,10 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-NOTEBOOKS := $(shell find book -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' | sort)
+# OpenMP threads that finish early sleep instead of spinning: when another process holds one
+# of the two cores, a spinning thread steals its partner's time (training here took 7.1 s
+# instead of 3.1 s with one core busy; 4.5 s with passive waiting, 2.9 s idle).
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: book test test-avx2 venv system-deps notebooks lint bench clean test-gpu check-pages \
         check-wheel check-builds

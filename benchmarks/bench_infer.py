@@ -3,21 +3,24 @@
 Run:  python benchmarks/bench_infer.py   (about 3-6 minutes on 2 CPU cores)
 Writes benchmarks/results/infer.json and prints one table.
 
-Engines: eager PyTorch, torch.compile (inductor, dynamic batch), ONNX Runtime
-fp32 and int8 (static, per-channel), LiteRT fp32 and int8 (a Keras CNN of
-similar size trained the same way, labelled as such). Batch sizes 1, 16 and
-256; 1 and 2 intra-op threads; latency = median of 30 runs after 5 warm-up
-runs on the CPU. Accuracy on the 10,000 MNIST test images.
+Engines: eager PyTorch as trained, the fastest plain fp32 PyTorch path
+(infer.fastest_fp32: BatchNorm folded, channels-last), torch.compile
+(inductor, dynamic batch), ONNX Runtime fp32 and int8 (static, per-channel),
+LiteRT fp32 and int8 (a Keras CNN of similar size trained the same way,
+labelled as such). Batch sizes 1, 16 and 256; 1 and 2 intra-op threads; for
+each setting all engines are timed together in 30 interleaved rounds on the
+CPU (measure.compare_latency), and speed-ups are against the fastest plain
+fp32 PyTorch path. The 2-thread rows are valid only on an otherwise idle
+machine. Accuracy on the 10,000 MNIST test images.
 """
 
 from __future__ import annotations
 
-import json
-import platform
 import time
 from pathlib import Path
 
 import torch
+from _record import Record
 
 from companion import data, infer, measure, models, train
 
@@ -27,7 +30,9 @@ THREADS = [1, 2]
 
 
 def main() -> None:
-    start = time.perf_counter()
+    record = Record(threads=1, baselines={
+        "speed": "the fastest plain fp32 PyTorch path (BatchNorm folded, channels-last where "
+                 "faster) at the same batch and threads; engines interleaved"})
     mnist = data.load_mnist()
     loaders = data.make_loaders(mnist, 64, train_size=10_000)
     train.set_seed(0)
@@ -69,7 +74,11 @@ def main() -> None:
            "LiteRT int8 (Keras CNN)": kcore.tflite_accuracy(tfl8, xk_test, yk_test)}
     with torch.inference_mode():
         acc["torch.compile"] = torch_acc(compiled)
+    fast = infer.fastest_fp32(model, x_test[:64])
+    base = f"PyTorch fp32, {fast.name}"
+    acc[base] = acc["eager PyTorch"]                   # the same function
     size = {"eager PyTorch": measure.serialized_size(model).bytes,
+            base: measure.serialized_size(model).bytes,
             "torch.compile": measure.serialized_size(model).bytes,
             "ONNX Runtime fp32": len(onnx32), "ONNX Runtime int8": len(onnx8),
             "LiteRT fp32 (Keras CNN)": len(tfl32), "LiteRT int8 (Keras CNN)": len(tfl8)}
@@ -80,29 +89,24 @@ def main() -> None:
                     "int8": infer.ort_session(onnx8, threads=t)}
         for b in BATCHES:
             xb = x_test[:b]
-            runners = {
-                "eager PyTorch": infer.eager_runner(model, xb),
-                "torch.compile": infer.eager_runner(compiled, xb),
+            engines = {
+                "eager PyTorch": model, base: fast.model, "torch.compile": compiled,
                 "ONNX Runtime fp32": infer.ort_runner(sessions["fp32"], xb),
                 "ONNX Runtime int8": infer.ort_runner(sessions["int8"], xb),
                 "LiteRT fp32 (Keras CNN)": kcore.tflite_callable(tfl32, xk_test[:b], num_threads=t),
                 "LiteRT int8 (Keras CNN)": kcore.tflite_callable(tfl8, xk_test[:b], num_threads=t),
             }
-            for name, run in runners.items():
-                row = infer.engine_row(name, run, batch=b, threads=t, size_bytes=size[name],
-                                       accuracy=acc[name]).as_row()
-                rows.append({k: row[k] for k in ("engine", "batch", "threads", "median_ms",
-                                                 "p90_ms", "images/s", "size_bytes",
-                                                 "accuracy")})
+            timing = measure.compare_latency(engines, xb, baseline=base, rounds=30, threads=t)
+            for name in engines:
+                rows.append({"engine": name, "batch": b, "threads": t,
+                             "median_ms": timing.median_ms(name),
+                             "x faster than fastest plain fp32": timing.speedup(name),
+                             "images/s": b / timing.median_ms(name) * 1000,
+                             "size_bytes": size[name], "accuracy": acc[name]})
     table = measure.Table(rows, title="inference engines, cpu (SmallCNN; LiteRT: Keras CNN)")
     print(table)
     print(f"torch.compile first call (compilation): {compile_s:.1f} s")
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"title": table.title, "rows": rows, "compile_seconds": compile_s,
-                               "machine": platform.processor() or platform.machine(),
-                               "torch": torch.__version__,
-                               "seconds": time.perf_counter() - start}, indent=2))
-    print(f"wrote {OUT} in {time.perf_counter() - start:.0f} s")
+    record.write(OUT, {"title": table.title, "rows": rows, "compile_seconds": compile_s})
 
 
 if __name__ == "__main__":

@@ -1,26 +1,27 @@
 """Quantization benchmark: int8 PyTorch (dynamic / static), LiteRT full-integer, 4-bit QAT vs PTQ.
 
 Prints a table and writes ``benchmarks/results/quant.json``. Every figure is
-measured in this run: size = bytes of the serialized artifact, accuracy on
-the 10,000 MNIST test images, latency = median of timed runs after warm-up
-at batch 64 on the CPU with the stated thread count.
+measured in this run (one run writes every row): size = bytes of the
+serialized artifact, accuracy on the 10,000 MNIST test images, latency =
+median of interleaved rounds (:func:`companion.measure.compare_latency`) at
+batch 64 on the CPU with the stated thread count.
 
-``python benchmarks/bench_quant.py --litert-only`` re-measures the LiteRT rows
-(the article's Keras CNN and a Keras copy of SmallCNN) and keeps the others.
+Baselines: speed-ups are against the fastest plain fp32 PyTorch path
+(BatchNorm folded, channels-last where it helps); torch.compile and ONNX
+Runtime fp32 rows show what other fp32 engines reach on the same machine.
+QAT trains one more epoch than the fp32 model, so its accuracy is compared
+with the fp32 model given that same extra epoch.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
+from _record import Record
 
-from companion import data, measure, models, quant, train
+from companion import data, infer, measure, models, quant, train
 
 OUT = Path(__file__).parent / "results" / "quant.json"
 TRAIN_SIZE, EPOCHS, THREADS, BATCH, RUNS = 20_000, 2, 1, 64, 50
@@ -40,21 +41,37 @@ def torch_rows(ds) -> list[dict]:
         model = make()
         train.fit(model, loaders.train, epochs=EPOCHS, device="cpu", progress=False)
         batch = next(iter(loaders.test))[0][:BATCH]
-        variants = {"fp32": model,
+        fast = infer.fastest_fp32(model, batch, threads=THREADS)
+        onnx = infer.export_onnx(model, batch)
+        compiled = infer.compile_model(model, dynamic=False)
+        with torch.inference_mode():
+            compiled(batch)                                     # compile outside the timing
+        variants = {"fp32 eager (as trained)": model, f"fp32 {fast.name}": fast.model,
+                    "fp32 torch.compile": compiled,
+                    "fp32 ONNX Runtime": infer.ort_runner(infer.ort_session(onnx, threads=THREADS),
+                                                          batch),
                     "dynamic int8": quant.quantize_model(model, quant.DynamicInt8Config()),
                     "static int8": quant.quantize_model(
                         model, quant.StaticInt8Config(loaders.train, num_batches=20))}
-        base = None
+        timing = measure.compare_latency(variants, batch, baseline=f"fp32 {fast.name}",
+                                         rounds=RUNS, threads=THREADS)
+        fp32_bytes = measure.serialized_size(model).bytes
+        fp32_acc = 100 * train.evaluate(model, loaders.test)
         for kind, m in variants.items():
-            size = measure.serialized_size(m).bytes
-            acc = 100 * train.evaluate(m, loaders.test)
-            lat = measure.measure_latency(m, batch, threads=THREADS, warmup=10, repeats=RUNS)
-            base = base or (size, acc, lat.median_ms)
-            rows.append({"engine": "PyTorch", "model": name, "variant": kind, "bytes": size,
-                         "x smaller": round(base[0] / size, 3), "acc %": round(acc, 2),
-                         "drop pts": round(base[1] - acc, 2),
-                         "median ms": round(lat.median_ms, 3),
-                         "x faster": round(base[2] / lat.median_ms, 2)})
+            lo, hi = timing.speedup_spread(kind)
+            if kind == "fp32 ONNX Runtime":
+                size, acc = len(onnx), fp32_acc          # the same function (tested elsewhere)
+            elif kind.startswith("fp32"):
+                size, acc = fp32_bytes, fp32_acc
+            else:
+                size, acc = measure.serialized_size(m).bytes, 100 * train.evaluate(m, loaders.test)
+            rows.append({"engine": "PyTorch" if "ONNX" not in kind else "ONNX Runtime",
+                         "model": name, "variant": kind, "bytes": size,
+                         "x smaller": round(fp32_bytes / size, 3), "acc %": round(acc, 2),
+                         "drop pts": round(fp32_acc - acc, 2),
+                         "median ms": round(timing.median_ms(kind), 3),
+                         "x faster than fastest plain fp32": round(timing.speedup(kind), 2),
+                         "ratio p10-p90": f"{lo:.2f}-{hi:.2f}"})
     return rows
 
 
@@ -64,17 +81,25 @@ def qat_rows(ds) -> list[dict]:
     model = models.LeNet300100()
     train.fit(model, loaders.train, epochs=EPOCHS, device="cpu", progress=False)
     fp32 = 100 * train.evaluate(model, loaders.test)
-    rows = [{"engine": "PyTorch (simulated 4-bit)", "model": "LeNet-300-100", "variant": "fp32",
-             "acc %": round(fp32, 2)}]
+    plus1 = train.clone(model)                 # equal budget: the epoch QAT gets, in fp32
+    train.set_seed(0)
+    train.fit(plus1, loaders.train, epochs=1, lr=1e-4, device="cpu", progress=False)
+    fp32_plus1 = 100 * train.evaluate(plus1, loaders.test)
+    engine = "PyTorch (simulated 4-bit)"
+    rows = [{"engine": engine, "model": "LeNet-300-100", "variant": f"fp32 ({EPOCHS} epochs)",
+             "acc %": round(fp32, 2)},
+            {"engine": engine, "model": "LeNet-300-100",
+             "variant": "fp32 + 1 epoch (equal budget to QAT)", "acc %": round(fp32_plus1, 2)}]
     ptq = quant.quantize_model(model, quant.QATConfig(bits=4, momentum=1.0))
     quant.calibrate_fake_quant_(ptq, loaders.train, num_batches=20)
     qat = quant.quantize_model(model, quant.QATConfig(bits=4))
     train.set_seed(0)
     train.fit(qat, loaders.train, epochs=1, lr=1e-4, device="cpu", progress=False)
-    for kind, m in (("PTQ 4-bit", ptq), ("QAT 4-bit (1 epoch)", qat)):
+    for kind, m, ref in (("PTQ 4-bit", ptq, fp32), ("QAT 4-bit (1 epoch)", qat, fp32_plus1)):
         acc = 100 * train.evaluate(m, loaders.test)
-        rows.append({"engine": "PyTorch (simulated 4-bit)", "model": "LeNet-300-100",
-                     "variant": kind, "acc %": round(acc, 2), "drop pts": round(fp32 - acc, 2)})
+        rows.append({"engine": engine, "model": "LeNet-300-100", "variant": kind,
+                     "acc %": round(acc, 2), "drop pts": round(ref - acc, 2),
+                     "drop against": "fp32" if ref is fp32 else "fp32 + 1 epoch"})
     quant.convert_qat_(qat)
     rows[-1]["bytes"] = measure.serialized_size(qat).bytes
     rows[-1]["x smaller"] = round(measure.serialized_size(model).bytes / rows[-1]["bytes"], 3)
@@ -118,45 +143,41 @@ def litert_rows(ds) -> list[dict]:
 
 
 def _litert_model_rows(core, name, model, x, xt, yt) -> list[dict]:
+    blobs = {mode: core.convert_to_tflite(model, mode, representative_data=x)
+             for mode in ("float", "dynamic", "int8")}
+    timing = measure.compare_latency(
+        {mode: core.tflite_callable(blob, xt[:BATCH], num_threads=THREADS)
+         for mode, blob in blobs.items()}, rounds=RUNS, threads=THREADS)
     rows, base = [], None
-    for mode in ("float", "dynamic", "int8"):
-        blob = core.convert_to_tflite(model, mode, representative_data=x)
+    for mode, blob in blobs.items():
         acc = 100 * core.tflite_accuracy(blob, xt, yt)
-        run = core.tflite_callable(blob, xt[:BATCH], num_threads=THREADS)
-        lat = measure.measure_latency(run, warmup=10, repeats=RUNS)
-        base = base or (len(blob), acc, lat.median_ms)
+        base = base or (len(blob), acc)
         rows.append({"engine": "LiteRT", "model": name, "variant": mode,
                      "bytes": len(blob), "x smaller": round(base[0] / len(blob), 3),
                      "acc %": round(acc, 2), "drop pts": round(base[1] - acc, 2),
-                     "median ms": round(lat.median_ms, 3),
-                     "x faster": round(base[2] / lat.median_ms, 2)})
+                     "median ms": round(timing.median_ms(mode), 3),
+                     "x faster than LiteRT float": round(timing.speedup(mode), 2)})
     return rows
 
 
 def main() -> None:
+    record = Record(threads=THREADS, baselines={
+        "speed": "fastest plain fp32 PyTorch path (infer.fastest_fp32); torch.compile and ONNX "
+                 "Runtime fp32 rows beside it; LiteRT rows against LiteRT float",
+        "accuracy": "the fp32 model; QAT against the fp32 model given QAT's extra epoch"})
     start = time.perf_counter()
     ds = data.load_mnist()
-    if "--litert-only" in sys.argv:  # re-measure the LiteRT rows, keep the others
-        old = json.loads(OUT.read_text())["rows"]
-        rows = [r for r in old if r["engine"] != "LiteRT"] + litert_rows(ds)
-    else:
-        rows = torch_rows(ds) + qat_rows(ds) + litert_rows(ds)
-    setting = (f"MNIST, train {TRAIN_SIZE:,} images x {EPOCHS} epochs, test 10,000; CPU "
-               f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores), "
-               f"{THREADS} thread, batch {BATCH}, median of {RUNS} runs after 10 warm-up")
+    rows = torch_rows(ds) + qat_rows(ds) + litert_rows(ds)
+    setting = (f"MNIST, train {TRAIN_SIZE:,} images x {EPOCHS} epochs, test 10,000; CPU, "
+               f"{THREADS} thread, batch {BATCH}, median of {RUNS} interleaved rounds")
     table = measure.Table(rows, title=f"Quantization benchmark: {setting}")
     print(table)
     print("\nTargets:", TARGETS)
     print("Anchors (published, not measured here):")
     for k, v in ANCHORS.items():
         print(f"  {k}: {v}")
-    seconds = time.perf_counter() - start
-    print(f"\n{seconds:.0f} s")
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"setting": setting, "targets": TARGETS, "anchors": ANCHORS,
-                               "torch": torch.__version__, "seconds": round(seconds, 1),
-                               "litert_only_rerun": "--litert-only" in sys.argv,
-                               "rows": rows}, indent=2))
+    print(f"\n{time.perf_counter() - start:.0f} s")
+    record.write(OUT, {"setting": setting, "targets": TARGETS, "anchors": ANCHORS, "rows": rows})
 
 
 if __name__ == "__main__":
