@@ -242,6 +242,8 @@ def test_cpu_info_reports_capability_and_caps(monkeypatch):
     assert info.capability == torch.backends.cpu.get_cpu_capability()
     assert info.cores >= 1 and info.threads == torch.get_num_threads()
     assert "PyTorch kernels" in str(info) and info.as_row()["capability"] == info.capability
+    for var in measure.ISA_LIMIT_VARIABLES:          # `make test-avx2` sets all of them
+        monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("FBGEMM_ENABLE_INSTRUCTIONS", "AVX2")
     capped = measure.cpu_info()
     assert not capped.vnni and not capped.int8_dot_product
