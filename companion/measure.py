@@ -531,7 +531,8 @@ class CPUInfo:
     capability: str           # torch.backends.cpu.get_cpu_capability(): AVX2, AVX512, ...
     vnni: bool
     amx: bool
-    avx512_bf16: bool
+    avx512_bf16: bool         # native bfloat16 arithmetic (AVX-512 BF16 or AMX-BF16)
+    fp16: bool                # native float16 arithmetic (AVX-512 FP16 or AMX-FP16)
     cores: int                # os.cpu_count()
     threads: int              # PyTorch intra-op threads now
     quantized_engine: str
@@ -552,7 +553,8 @@ class CPUInfo:
         caps = f"; capped by {', '.join(f'{k}={v}' for k, v in self.limits.items())}" \
             if self.limits else ""
         return (f"CPU {self.model_name}: PyTorch kernels {self.capability}, int8 dot product "
-                f"(VNNI) {yes[self.vnni]}, AMX {yes[self.amx]}, bf16 {yes[self.avx512_bf16]}; "
+                f"(VNNI) {yes[self.vnni]}, AMX {yes[self.amx]}, bf16 {yes[self.avx512_bf16]}, "
+                f"fp16 {yes[self.fp16]}; "
                 f"{self.cores} cores, {self.threads} PyTorch thread(s){caps}")
 
 
@@ -568,16 +570,18 @@ def cpu_info() -> CPUInfo:
         vnni = bool({"avx512_vnni", "avx_vnni"} & flags)
         amx = "amx_int8" in flags
         bf16 = bool({"avx512_bf16", "amx_bf16"} & flags)
+        fp16 = bool({"avx512_fp16", "amx_fp16"} & flags)
     else:
         vnni = _torch_cpu_feature("_is_vnni_supported")
         amx = _torch_cpu_feature("_is_amx_tile_supported")
         bf16 = _torch_cpu_feature("_is_avx512_bf16_supported")
+        fp16 = _torch_cpu_feature("_is_amx_fp16_supported")
     onednn = limits.get("ONEDNN_MAX_CPU_ISA", "").upper()
     fbgemm = limits.get("FBGEMM_ENABLE_INSTRUCTIONS", "").upper()
     capped = onednn in _NO_VNNI_ONEDNN or fbgemm in _NO_VNNI_FBGEMM
     if capped:
-        vnni = amx = bf16 = False
-    return CPUInfo(name, torch.backends.cpu.get_cpu_capability(), vnni, amx, bf16,
+        vnni = amx = bf16 = fp16 = False
+    return CPUInfo(name, torch.backends.cpu.get_cpu_capability(), vnni, amx, bf16, fp16,
                    os.cpu_count() or 1, torch.get_num_threads(),
                    torch.backends.quantized.engine, limits)
 
