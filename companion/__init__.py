@@ -10,6 +10,7 @@ Each technique lives in its own module, imported on first use so that
 ``companion.measure``         size, parameters, FLOPs, latency, accuracy
 ``companion.plot``            the figure helpers the chapters share
 ``companion.quant``           affine quantization, calibration, int8 models, QAT
+``companion.pt2e``            static int8 for any exportable model (torchao PT2E)
 ``companion.prune``           masks, schedules, structured (channel) pruning
 ``companion.sparse``          sparse, quantized, entropy-coded storage of weights
 ``companion.distill``         knowledge distillation (Hinton et al. 2015)
@@ -40,6 +41,7 @@ _SUBMODULES = (
     "measure",
     "plot",
     "quant",
+    "pt2e",
     "prune",
     "sparse",
     "architectures",

@@ -30,6 +30,22 @@ def check_int(value: Any, name: str, *, min_value: int | None = None,
     return value
 
 
+def check_bool(value: Any, name: str) -> bool:
+    """A real ``bool`` (``"yes"``, 1 or None are refused, not taken for truth values)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool (True or False), got {type(value).__name__}")
+    return value
+
+
+def check_callable(value: Any, name: str, *, optional: bool = False) -> Any:
+    """A callable (or None when ``optional``)."""
+    if value is None and optional:
+        return None
+    if not callable(value):
+        raise TypeError(f"{name} must be callable, got {type(value).__name__}")
+    return value
+
+
 def check_float(value: Any, name: str, *, min_value: float | None = None,
                 max_value: float | None = None, min_inclusive: bool = True,
                 max_inclusive: bool = True) -> float:

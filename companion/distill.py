@@ -25,7 +25,15 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from ._checks import check_float, check_int, check_module, check_tensor, evaluating
-from .train import History, default_device, evaluate
+from .train import (
+    History,
+    OutputFn,
+    _check_not_empty,
+    _no_batch,
+    _output_fn,
+    default_device,
+    evaluate,
+)
 
 __all__ = ["KDConfig", "Hint", "soft_targets", "kd_loss", "hint_loss", "cache_teacher_logits",
            "distill"]
@@ -73,8 +81,10 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
 
     Raises:
         ValueError: ``temperature <= 0``, ``alpha`` outside [0, 1], logits of
-            different shapes, or labels missing/mismatched while ``alpha < 1``.
-        TypeError: an argument is not a tensor / real number.
+            different shapes, or labels missing, of the wrong shape or outside
+            ``[0, C)`` while ``alpha < 1``.
+        TypeError: an argument is not a tensor / real number, or ``labels`` is
+            not an integer tensor.
     """
     check_tensor(student_logits, "student_logits", floating=True)
     check_tensor(teacher_logits, "teacher_logits", floating=True)
@@ -90,10 +100,22 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
         return soft
     if labels is None:
         raise ValueError("labels are required when alpha < 1 (the hard-label term)")
-    if labels.shape != student_logits.shape[:1]:
-        raise ValueError(f"labels must have shape ({student_logits.shape[0]},), "
-                         f"got {tuple(labels.shape)}")
+    _check_labels(labels, student_logits.shape[0], student_logits.shape[1])
     return a * soft + (1.0 - a) * F.cross_entropy(student_logits, labels)
+
+
+def _check_labels(labels: torch.Tensor, batch: int, classes: int) -> None:
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"labels must be a torch.Tensor of class indices, got "
+                        f"{type(labels).__name__}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"labels must be an integer tensor of class indices, got dtype "
+                        f"{labels.dtype}")
+    if labels.shape != (batch,):
+        raise ValueError(f"labels must have shape ({batch},), got {tuple(labels.shape)}")
+    if batch and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+        raise ValueError(f"labels must be class indices in [0, {classes}), got values in "
+                         f"[{int(labels.min())}, {int(labels.max())}]")
 
 
 @dataclass
@@ -112,12 +134,36 @@ class Hint:
     regressor: nn.Module
     weight: float = 1.0
 
+    def __post_init__(self) -> None:
+        for name in ("student_layer", "teacher_layer"):
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(f"{name} must be a str (a name from named_modules), got "
+                                f"{type(getattr(self, name)).__name__}")
+        check_module(self.regressor, "regressor")
+        check_float(self.weight, "weight", min_value=0.0)
+
 
 def hint_loss(student_features: torch.Tensor, teacher_features: torch.Tensor,
               regressor: nn.Module) -> torch.Tensor:
-    """Mean-squared error between ``regressor(student_features)`` and the teacher's features."""
+    """Mean-squared error between ``regressor(student_features)`` and the teacher's features.
+
+    Raises:
+        TypeError: the features are not floating-point tensors, ``regressor`` is
+            not a module or does not return a tensor.
+        ValueError: ``regressor`` cannot take ``student_features`` (shape or
+            dtype), or maps them to another shape than ``teacher_features``.
+    """
+    check_tensor(student_features, "student_features", floating=True, finite=False)
+    check_tensor(teacher_features, "teacher_features", floating=True, finite=False)
     check_module(regressor, "regressor")
-    mapped = regressor(student_features)
+    try:
+        mapped = regressor(student_features)
+    except RuntimeError as e:
+        raise ValueError(f"regressor cannot map student_features of shape "
+                         f"{tuple(student_features.shape)} and dtype {student_features.dtype}: "
+                         f"{e}") from e
+    if not isinstance(mapped, torch.Tensor):
+        raise TypeError(f"regressor must return a torch.Tensor, got {type(mapped).__name__}")
     if mapped.shape != teacher_features.shape:
         raise ValueError(f"regressor maps student features to {tuple(mapped.shape)}, "
                          f"but teacher features are {tuple(teacher_features.shape)}")
@@ -138,7 +184,8 @@ class _WithLogits(Dataset):
 
 
 def cache_teacher_logits(teacher: nn.Module, loader: DataLoader, *, batch_size: int = 1000,
-                         device: torch.device | str | None = None) -> DataLoader:
+                         device: torch.device | str | None = None,
+                         output_fn: OutputFn | None = None) -> DataLoader:
     """Run a frozen teacher once over ``loader``'s dataset and keep its logits.
 
     The teacher of :func:`distill` is frozen, so its logits for a training
@@ -161,6 +208,8 @@ def cache_teacher_logits(teacher: nn.Module, loader: DataLoader, *, batch_size: 
             pairs.
         batch_size: batch size of the single pass that computes the logits.
         device: where the teacher runs (default: its parameters' device).
+        output_fn: maps the teacher's output to its logits; default
+            :func:`companion.train.logits_of`.
 
     Returns:
         A ``DataLoader`` over the same examples, each followed by the teacher's
@@ -180,6 +229,7 @@ def cache_teacher_logits(teacher: nn.Module, loader: DataLoader, *, batch_size: 
         raise TypeError("loader must draw from a map-style dataset (with __len__ and "
                         f"__getitem__), got {type(dataset).__name__}")
     batch_size = check_int(batch_size, "batch_size", min_value=1)
+    get_logits = _output_fn(output_fn)
     if len(dataset) == 0:
         raise ValueError("loader's dataset is empty")
     first = dataset[0]
@@ -193,7 +243,7 @@ def cache_teacher_logits(teacher: nn.Module, loader: DataLoader, *, batch_size: 
     chunks = []
     with evaluating(teacher), torch.no_grad():
         for x, _ in ordered:
-            chunks.append(teacher(x.to(device)).float().cpu())
+            chunks.append(get_logits(teacher(x.to(device))).float().cpu())
     logits = torch.cat(chunks)
     if logits.dim() != 2 or len(logits) != len(dataset):
         raise ValueError(f"teacher must return (batch, classes) logits, got {tuple(logits.shape)}")
@@ -204,9 +254,10 @@ def cache_teacher_logits(teacher: nn.Module, loader: DataLoader, *, batch_size: 
                       drop_last=loader.drop_last, generator=loader.generator)
 
 
-def _check_cache(teacher: nn.Module, x: torch.Tensor, cached: torch.Tensor) -> None:
+def _check_cache(teacher: nn.Module, x: torch.Tensor, cached: torch.Tensor,
+                 get_logits: OutputFn) -> None:
     with torch.no_grad():
-        fresh = teacher(x).float()
+        fresh = get_logits(teacher(x)).float()
     scale = max(1.0, cached.abs().max().item())
     if fresh.shape != cached.shape or not torch.allclose(fresh, cached.float(), rtol=1e-3,
                                                          atol=1e-3 * scale):
@@ -227,7 +278,8 @@ def distill(student: nn.Module, teacher: nn.Module, train_loader: Iterable, *,
             config: KDConfig = KDConfig(), epochs: int = 1,
             optimizer: torch.optim.Optimizer | None = None, lr: float = 1e-3,
             val_loader: Iterable | None = None, scheduler: object | None = None,
-            hint: Hint | None = None, device: torch.device | str | None = None) -> History:
+            hint: Hint | None = None, device: torch.device | str | None = None,
+            output_fn: OutputFn | None = None) -> History:
     """Train ``student`` in place on the KD loss; the teacher stays frozen.
 
     The teacher runs in eval mode under ``torch.no_grad()``: it receives no
@@ -253,20 +305,35 @@ def distill(student: nn.Module, teacher: nn.Module, train_loader: Iterable, *,
         scheduler: an LR scheduler stepped after every optimizer step.
         hint: optional feature distillation term.
         device: default :func:`companion.train.default_device`.
+        output_fn: maps the output of the student and of the teacher to logits
+            (models that return a dict, a HuggingFace ``ModelOutput``, a
+            dataclass or a tuple); default :func:`companion.train.logits_of`.
 
     Returns:
         The student's :class:`~companion.train.History`.
 
     Raises:
-        ValueError: the loss becomes non-finite, a hint layer does not exist,
-            the cached logits do not match the teacher, or a hint is combined
-            with cached logits.
+        ValueError: ``train_loader`` yields no batch, the loss becomes
+            non-finite, a hint layer does not exist, the cached logits do not
+            match the teacher, or a hint is combined with cached logits.
+        TypeError: an argument of the wrong type, or a model output without a
+            logits tensor (pass ``output_fn``).
     """
     check_module(student, "student")
     check_module(teacher, "teacher")
     if student is teacher:
         raise ValueError("student and teacher must be different modules")
+    if not isinstance(config, KDConfig):
+        raise TypeError(f"config must be a KDConfig, got {type(config).__name__}")
+    if hint is not None and not isinstance(hint, Hint):
+        raise TypeError(f"hint must be a Hint or None, got {type(hint).__name__}")
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got "
+                        f"{type(optimizer).__name__}")
     epochs = check_int(epochs, "epochs", min_value=1)
+    check_float(lr, "lr", min_value=0.0, min_inclusive=False)
+    _check_not_empty(train_loader, "train_loader")
+    get_logits = _output_fn(output_fn)
     device = torch.device(device) if device is not None else default_device()
     student.to(device)
     teacher.to(device)
@@ -283,7 +350,7 @@ def distill(student: nn.Module, teacher: nn.Module, train_loader: Iterable, *,
         with evaluating(teacher):
             for _ in range(epochs):
                 student.train()
-                running, count = 0.0, 0
+                running, count, epoch_steps = 0.0, 0, 0
                 for batch in train_loader:
                     x, y = batch[0].to(device), batch[1].to(device)
                     if len(batch) == 3:  # (inputs, labels, cached teacher logits)
@@ -292,13 +359,13 @@ def distill(student: nn.Module, teacher: nn.Module, train_loader: Iterable, *,
                                              "pass a train_loader without cached logits")
                         t_logits = batch[2].to(device)
                         if not checked:
-                            _check_cache(teacher, x, t_logits)
+                            _check_cache(teacher, x, t_logits, get_logits)
                             checked = True
                     else:
                         with torch.no_grad():
-                            t_logits = teacher(x)
-                    loss = kd_loss(student(x), t_logits, y, temperature=config.temperature,
-                                   alpha=config.alpha)
+                            t_logits = get_logits(teacher(x))
+                    loss = kd_loss(get_logits(student(x)), t_logits, y,
+                                   temperature=config.temperature, alpha=config.alpha)
                     if hint is not None:
                         loss = loss + hint.weight * hint_loss(
                             feats_s[hint.student_layer], feats_t[hint.teacher_layer],
@@ -312,9 +379,13 @@ def distill(student: nn.Module, teacher: nn.Module, train_loader: Iterable, *,
                         scheduler.step()
                     history.steps += 1
                     running, count = running + loss.item() * len(y), count + len(y)
+                    epoch_steps += 1
+                if epoch_steps == 0:
+                    raise _no_batch("train_loader")
                 history.train_loss.append(running / max(count, 1))
                 if val_loader is not None:
-                    history.val_acc.append(evaluate(student, val_loader, device))
+                    history.val_acc.append(evaluate(student, val_loader, device,
+                                                    output_fn=output_fn))
     finally:
         for h in hooks:
             h.remove()

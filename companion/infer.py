@@ -20,6 +20,7 @@ are latency-bound.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import tempfile
 import time
@@ -41,6 +42,8 @@ __all__ = [
     "Fp32Baseline",
     "fold_batchnorm",
     "fastest_fp32",
+    "is_exported",
+    "eval_copy",
     "EngineRow",
     "Roofline",
     "eager_runner",
@@ -75,6 +78,9 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     from torch.fx.experimental.optimization import fuse
 
     check_module(model, "model")
+    if is_exported(model):
+        raise ValueError("model: cannot fold batch norm in a torch.export program "
+                         "(its graph is fixed); fold before exporting")
     copy = clone(model).eval()
     try:
         return fuse(copy, inplace=True)
@@ -111,9 +117,14 @@ def fastest_fp32(model: nn.Module, example_input: torch.Tensor, *, threads: int 
     runtime (``torch.compile``, ONNX Runtime) are not "plain" and are
     compared separately (section 3.3).
 
+    A module from ``torch.export`` (``ExportedProgram.module()``) cannot be
+    switched to eval mode (its mode was fixed when it was exported): it is
+    timed as it is, with channels-last as the only other candidate.
+
     Args:
         model: left unchanged; the candidates are copies in eval mode.
-        example_input: a batch as the model will see it.
+        example_input: a batch as the model will see it (float, or integer
+            token ids).
         threads: PyTorch threads for the timing (default 1).
         rounds: interleaved rounds of :func:`companion.measure.compare_latency`.
 
@@ -122,17 +133,78 @@ def fastest_fp32(model: nn.Module, example_input: torch.Tensor, *, threads: int 
     """
     check_module(model, "model")
     x = _check_input(example_input, "example_input")
-    candidates: dict[str, nn.Module] = {"eager": clone(model).eval()}
-    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+    exported = is_exported(model)
+    candidates: dict[str, nn.Module] = {"eager": eval_copy(model)}
+    if not exported and any(isinstance(m, nn.modules.batchnorm._BatchNorm)
+                            for m in model.modules()):
         with contextlib.suppress(ValueError):       # not traceable: no folded candidate
             candidates["BN folded"] = fold_batchnorm(model)
-    if x.dim() == 4:
+    if x.dim() == 4 and x.is_floating_point():
         for name in list(candidates):
             label = "channels-last" if name == "eager" else f"{name} + channels-last"
-            candidates[label] = clone(candidates[name]).to(memory_format=torch.channels_last)
-    cmp = compare_latency(candidates, x, threads=threads, rounds=rounds)
+            candidates[label] = _copy(candidates[name]).to(memory_format=torch.channels_last)
+    if exported:   # compare_latency would switch modules to eval mode: time callables
+        timed: dict[str, Any] = {n: functools.partial(_infer, m, x) for n, m in candidates.items()}
+        cmp = compare_latency(timed, threads=threads, rounds=rounds)
+    else:
+        cmp = compare_latency(candidates, x, threads=threads, rounds=rounds)
     best = min(cmp.names, key=cmp.median_ms)
     return Fp32Baseline(best, candidates[best], cmp)
+
+
+def _infer(model: nn.Module, x: torch.Tensor) -> Any:
+    with torch.inference_mode():
+        return model(x)
+
+
+def is_exported(model: nn.Module) -> bool:
+    """Whether ``model`` came from ``torch.export`` (``ExportedProgram.module()``).
+
+    Such a module runs like any other but refuses ``.train()`` and ``.eval()``
+    (``NotImplementedError``): its train/eval behaviour was fixed when it was
+    exported, so code that switches modes must leave it alone.
+
+    >>> is_exported(torch.nn.Linear(2, 2))
+    False
+
+    Raises:
+        TypeError: ``model`` is not a module.
+    """
+    check_module(model, "model")
+    if not isinstance(model, torch.fx.GraphModule):
+        return False
+    stateful = getattr(getattr(torch.export, "_unlift", None), "_StatefulGraphModule", None)
+    if stateful is not None and isinstance(model, stateful):
+        return True
+    return "train" in vars(model) or "eval" in vars(model)   # methods patched by export
+
+
+def _copy(model: nn.Module) -> nn.Module:
+    with warnings.catch_warnings():   # deep-copying an exported module warns about pytrees
+        warnings.simplefilter("ignore", FutureWarning)
+        return clone(model)
+
+
+def eval_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` in eval mode; the original (and its mode) is untouched.
+
+    A ``torch.export`` module (:func:`is_exported`) is copied as it is: its
+    mode cannot be switched and was fixed when it was exported.
+
+    Raises:
+        TypeError: ``model`` is not a module.
+    """
+    copy = _copy(check_module(model, "model"))
+    return copy if is_exported(copy) else copy.eval()
+
+
+@contextlib.contextmanager
+def _evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    if is_exported(model):
+        yield model
+    else:
+        with evaluating(model):
+            yield model
 
 
 # --------------------------------------------------------------------------- rows
@@ -161,8 +233,14 @@ class EngineRow:
 
 
 # --------------------------------------------------------------------------- engines
+_INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
 def _check_input(x: Any, name: str = "x") -> torch.Tensor:
-    x = check_tensor(x, name, floating=True)
+    """A batch: floating point, or integer (token ids, say); not bool or complex."""
+    x = check_tensor(x, name)
+    if not (x.is_floating_point() or x.dtype in _INT_DTYPES):
+        raise TypeError(f"{name} must be a floating-point or integer tensor, got dtype {x.dtype}")
     if x.dim() < 2:
         raise ValueError(f"{name} must have a batch dimension, got shape {tuple(x.shape)}")
     return x
@@ -172,15 +250,17 @@ def eager_runner(model: nn.Module, x: torch.Tensor) -> Callable[[], torch.Tensor
     """``lambda: model(x)`` in eval mode under ``torch.inference_mode``.
 
     Args:
-        model: put in eval mode (the only change made to it).
-        x: a batch of inputs.
+        model: put in eval mode (the only change made to it; a ``torch.export``
+            module, whose mode cannot be switched, is left as it is).
+        x: a batch of inputs (float, or integer token ids).
 
     Returns:
         A zero-argument callable returning the logits.
     """
     check_module(model, "model")
     x = _check_input(x)
-    model.eval()
+    if not is_exported(model):
+        model.eval()
 
     def run() -> torch.Tensor:
         with torch.inference_mode():
@@ -209,7 +289,7 @@ def compile_model(model: nn.Module, *, dynamic: bool = True,
     if mode not in (None, "default", "reduce-overhead", "max-autotune"):
         raise ValueError(f"mode must be None, 'default', 'reduce-overhead' or 'max-autotune', "
                          f"got {mode!r}")
-    return torch.compile(clone(model).eval(), dynamic=dynamic, mode=mode)
+    return torch.compile(eval_copy(model), dynamic=dynamic, mode=mode)
 
 
 @contextlib.contextmanager
@@ -233,13 +313,21 @@ def export_onnx(model: nn.Module, example_input: torch.Tensor, *,
 
     Args:
         model: exported in eval mode (a copy is exported; the original is untouched).
-        example_input: a batch with the input's shape and dtype.
+            A ``torch.export`` module is exported as it is.
+        example_input: a batch with the input's shape and dtype: float, or
+            integer token ids (``torch.long``) for a model that starts with an
+            embedding; the ONNX input keeps that dtype.
         dynamic_batch: make the batch dimension symbolic, so one file serves
             every batch size.
 
     Returns:
         The serialized ``ModelProto`` (weights inside), ready for
         ``onnxruntime.InferenceSession``.
+
+    Raises:
+        TypeError: ``model`` is not a module, or ``example_input`` is not a
+            float or integer tensor.
+        ValueError: ``example_input`` has no batch dimension or holds NaN/inf.
     """
     check_module(model, "model")
     x = _check_input(example_input, "example_input")
@@ -247,7 +335,7 @@ def export_onnx(model: nn.Module, example_input: torch.Tensor, *,
         x = torch.cat([x, x])  # a batch of 1 would be specialised to 1
     shapes = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
     with _quiet_onnx():
-        program = torch.onnx.export(clone(model).eval(), (x,), dynamo=True,
+        program = torch.onnx.export(eval_copy(model), (x,), dynamo=True,
                                     dynamic_shapes=shapes, verbose=False)
     return program.model_proto.SerializeToString()
 
@@ -272,13 +360,29 @@ def ort_session(onnx_bytes: bytes, *, threads: int = 1) -> Any:
     return ort.InferenceSession(bytes(onnx_bytes), opts, providers=["CPUExecutionProvider"])
 
 
+_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64,
+               "tensor(float16)": np.float16, "tensor(int64)": np.int64,
+               "tensor(int32)": np.int32, "tensor(int16)": np.int16, "tensor(int8)": np.int8,
+               "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
+
+
+def _input_dtype(onnx_type: str) -> Any:
+    """The NumPy dtype of an ONNX input type string such as ``'tensor(int64)'``."""
+    return _ORT_DTYPES.get(onnx_type, np.float32)
+
+
 def ort_runner(session: Any, x: torch.Tensor | np.ndarray) -> Callable[[], np.ndarray]:
-    """A zero-argument callable running ``session`` on the batch ``x`` (float32)."""
+    """A zero-argument callable running ``session`` on the batch ``x``.
+
+    ``x`` is cast to the dtype of the session's first input (float32 images,
+    int64 token ids, ...).
+    """
     if not hasattr(session, "run") or not hasattr(session, "get_inputs"):
         raise TypeError(f"session must be an onnxruntime.InferenceSession, "
                         f"got {type(session).__name__}")
     arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-    feed = {session.get_inputs()[0].name: np.ascontiguousarray(arr, dtype=np.float32)}
+    inp = session.get_inputs()[0]
+    feed = {inp.name: np.ascontiguousarray(arr, dtype=_input_dtype(inp.type))}
 
     def run() -> np.ndarray:
         return session.run(None, feed)[0]
@@ -318,7 +422,8 @@ def quantize_onnx_int8(onnx_bytes: bytes, calibration: torch.Tensor | np.ndarray
 
     Args:
         onnx_bytes: a float32 model from :func:`export_onnx`.
-        calibration: a few hundred representative inputs.
+        calibration: a few hundred representative inputs (cast to the dtype
+            of the model's input: float32 images, int64 token ids, ...).
         batch_size: calibration batch size.
         per_channel: one weight scale per output channel.
 
@@ -336,12 +441,14 @@ def quantize_onnx_int8(onnx_bytes: bytes, calibration: torch.Tensor | np.ndarray
     if arr.ndim < 2 or len(arr) == 0:
         raise ValueError("calibration must be a non-empty batch of inputs")
     batch_size = check_int(batch_size, "batch_size", min_value=1)
-    arr = np.ascontiguousarray(arr, dtype=np.float32)
     with tempfile.TemporaryDirectory() as tmp, _quiet_onnx():
         src, pre, dst = (Path(tmp) / n for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
         src.write_bytes(bytes(onnx_bytes))
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        name = onnx.load(str(pre)).graph.input[0].name
+        graph_input = onnx.load(str(pre)).graph.input[0]
+        name = graph_input.name
+        elem = onnx.helper.tensor_dtype_to_np_dtype(graph_input.type.tensor_type.elem_type)
+        arr = np.ascontiguousarray(arr, dtype=elem)
         # calibrate at a fixed batch size (the last, possibly short, batch is dropped)
         batches = [arr[i:i + batch_size] for i in range(0, len(arr) - batch_size + 1, batch_size)]
         batches = batches or [arr]
@@ -489,7 +596,7 @@ def model_bytes_moved(model: nn.Module, x: torch.Tensor) -> int:
     check_module(model, "model")
     x = _check_input(x)
     state = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    with torch.no_grad(), evaluating(model):
+    with torch.no_grad(), _evaluating(model):
         out = model(x)
     return int(state + x.numel() * x.element_size() + out.numel() * out.element_size())
 

@@ -26,8 +26,19 @@ import torch
 from matplotlib.axes import Axes
 from torch import nn
 
-from ._checks import check_choice, check_float, check_int, check_module
-from .train import History, _batches, clone, default_device, evaluate, fit, set_seed
+from ._checks import check_callable, check_choice, check_float, check_int, check_module
+from .train import (
+    History,
+    _batches,
+    _check_not_empty,
+    _no_batch,
+    clone,
+    default_device,
+    evaluate,
+    fit,
+    logits_of,
+    set_seed,
+)
 
 __all__ = ["RangeTestResult", "lr_range_test", "plot_range_test", "make_schedule",
            "SweepResult", "seed_sweep", "TrainingCurve", "training_curve", "scaled_lr"]
@@ -112,9 +123,13 @@ def lr_range_test(model: nn.Module, train_loader: Iterable, *, min_lr: float = 1
         A :class:`RangeTestResult`.
 
     Raises:
-        ValueError: ``min_lr >= max_lr``, or another argument out of range.
+        ValueError: ``min_lr >= max_lr``, ``train_loader`` yields no batch, or
+            another argument out of range.
     """
     check_module(model, "model")
+    _check_not_empty(train_loader, "train_loader")
+    check_callable(optimizer_fn, "optimizer_fn")
+    check_callable(loss_fn, "loss_fn", optional=True)
     min_lr = check_float(min_lr, "min_lr", min_value=0.0, min_inclusive=False)
     max_lr = check_float(max_lr, "max_lr", min_value=0.0, min_inclusive=False)
     if min_lr >= max_lr:
@@ -132,9 +147,11 @@ def lr_range_test(model: nn.Module, train_loader: Iterable, *, min_lr: float = 1
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma)
     result, avg = RangeTestResult(), 0.0
     while result.steps < steps and result.stop_reason == "completed":
+        seen = False
         for x, y in _batches(train_loader, device):
+            seen = True
             lr = optimizer.param_groups[0]["lr"]
-            loss = loss_fn(net(x), y)
+            loss = loss_fn(logits_of(net(x)), y)
             if not torch.isfinite(loss):
                 result.stop_reason = "non-finite loss"
                 break
@@ -151,6 +168,8 @@ def lr_range_test(model: nn.Module, train_loader: Iterable, *, min_lr: float = 1
                 break
             if result.steps == steps:
                 break
+        if not seen:  # an empty (or exhausted one-shot) loader would loop forever
+            raise _no_batch("train_loader")
     if result.steps >= 3:
         result.suggested_lr = result.min_loss_lr / divisor
     return result
@@ -186,13 +205,14 @@ def make_schedule(optimizer: torch.optim.Optimizer, kind: str, *, total_steps: i
         total_steps: optimizer steps of the whole run.
         warmup_steps: linear warm-up from 1% of the LR, prepended to
             ``constant``/``step``/``cosine``.
-        max_lr: peak LR of ``"onecycle"`` (default: the optimizer's LR).
-        step_size: period of ``"step"`` (default: a third of the run).
-        gamma: decay factor of ``"step"``.
+        max_lr: peak LR of ``"onecycle"`` (> 0; default: the optimizer's LR).
+        step_size: period of ``"step"`` (>= 1; default: a third of the run).
+        gamma: decay factor of ``"step"`` (> 0, finite).
 
     Raises:
         TypeError: ``optimizer`` is not a ``torch.optim.Optimizer``.
-        ValueError: unknown ``kind``, or steps out of range.
+        ValueError: unknown ``kind``, steps out of range, a non-positive or
+            non-finite ``gamma``/``max_lr``, or ``step_size`` < 1.
     """
     from torch.optim import lr_scheduler as S
 
@@ -201,6 +221,11 @@ def make_schedule(optimizer: torch.optim.Optimizer, kind: str, *, total_steps: i
     total_steps = check_int(total_steps, "total_steps", min_value=1)
     warmup_steps = check_int(warmup_steps, "warmup_steps", min_value=0,
                              max_value=total_steps - 1)
+    gamma = check_float(gamma, "gamma", min_value=0.0, min_inclusive=False)
+    if max_lr is not None:
+        max_lr = check_float(max_lr, "max_lr", min_value=0.0, min_inclusive=False)
+    if step_size is not None:
+        step_size = check_int(step_size, "step_size", min_value=1)
     if kind == "onecycle":
         peak = max_lr if max_lr is not None else optimizer.param_groups[0]["lr"]
         return S.OneCycleLR(optimizer, max_lr=peak, total_steps=total_steps)
@@ -208,7 +233,7 @@ def make_schedule(optimizer: torch.optim.Optimizer, kind: str, *, total_steps: i
     if kind == "constant":
         main = S.ConstantLR(optimizer, factor=1.0, total_iters=0)
     elif kind == "step":
-        period = check_int(step_size or max(1, rest // 3), "step_size", min_value=1)
+        period = step_size if step_size is not None else max(1, rest // 3)
         main = S.StepLR(optimizer, step_size=period, gamma=gamma)
     else:
         main = S.CosineAnnealingLR(optimizer, T_max=rest)
@@ -286,8 +311,15 @@ def seed_sweep(label: str, make_model: Callable[[], nn.Module], train_loader: It
     Raises:
         ValueError: fewer than two seeds, or another argument out of range.
     """
+    check_callable(make_model, "make_model")
+    check_callable(optimizer_fn, "optimizer_fn")
+    check_callable(schedule, "schedule", optional=True)
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence):
+        raise TypeError(f"seeds must be a sequence of ints, got {type(seeds).__name__}")
     if len(seeds) < 2:
         raise ValueError(f"seeds must hold at least 2 seeds for a spread, got {list(seeds)}")
+    for i, seed in enumerate(seeds):
+        check_int(seed, f"seeds[{i}]", min_value=0)
     check_float(lr, "lr", min_value=0.0, min_inclusive=False)
     epochs = check_int(epochs, "epochs", min_value=1)
     histories = []
@@ -389,13 +421,16 @@ def training_curve(model: nn.Module, train_loader: Iterable, val_loader: Iterabl
 
     Raises:
         TypeError: ``model`` is not a module or ``optimizer`` not an optimizer.
-        ValueError: ``epochs`` or ``eval_every`` < 1, or the loss becomes NaN or
-            infinite (the message gives the step; lower the learning rate).
+        ValueError: ``epochs`` or ``eval_every`` < 1, ``train_loader`` yields no
+            batch, or the loss becomes NaN or infinite (the message gives the
+            step; lower the learning rate).
     """
     check_module(model, "model")
     _check_optimizer(optimizer)
     epochs = check_int(epochs, "epochs", min_value=1)
     eval_every = check_int(eval_every, "eval_every", min_value=1)
+    check_callable(loss_fn, "loss_fn", optional=True)
+    _check_not_empty(train_loader, "train_loader")
     device = torch.device(device) if device is not None else default_device()
     loss_fn = loss_fn or nn.functional.cross_entropy
     model.to(device)
@@ -414,7 +449,7 @@ def training_curve(model: nn.Module, train_loader: Iterable, val_loader: Iterabl
         for x, y in _batches(train_loader, device):
             start = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), y)
+            loss = loss_fn(logits_of(model(x)), y)
             if not torch.isfinite(loss):
                 raise ValueError(f"loss became {loss.item()} at step {steps}; "
                                  "lower the learning rate")
@@ -429,6 +464,8 @@ def training_curve(model: nn.Module, train_loader: Iterable, val_loader: Iterabl
             examples += len(y)
             if steps % eval_every == 0:
                 record()  # evaluate() restores train mode
+        if steps == 0:
+            raise _no_batch("train_loader")
     if curve.steps[-1] != steps:
         record()
     return curve

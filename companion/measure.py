@@ -165,13 +165,15 @@ def _serialize(obj: Any, fmt: str, example_input: Any) -> bytes:
     elif fmt == "torchscript":
         if example_input is None:
             raise ValueError("example_input is required for fmt='torchscript'")
-        with torch.no_grad():
-            torch.jit.save(torch.jit.trace(obj.eval(), example_input), buf)
+        with torch.no_grad(), evaluating(obj):
+            torch.jit.save(torch.jit.trace(obj, example_input), buf)
     elif fmt == "exported":
         if example_input is None:
             raise ValueError("example_input is required for fmt='exported'")
         args = example_input if isinstance(example_input, tuple) else (example_input,)
-        torch.export.save(torch.export.export(obj.eval(), args), buf)
+        with evaluating(obj):
+            program = torch.export.export(obj, args)
+        torch.export.save(program, buf)
     else:
         raise ValueError(f"fmt must be 'state_dict', 'torchscript' or 'exported', got {fmt!r}")
     return buf.getvalue()
@@ -226,16 +228,18 @@ class ParamReport:
 def _named_weights(model: nn.Module) -> Iterable[tuple[str, torch.Tensor]]:
     # Parameters as the model computes with them: a pruned weight (weight_orig
     # plus weight_mask, as torch.nn.utils.prune leaves it) counts as `weight`.
-    seen = set()
+    # A parameter shared by several modules (tied embedding and output layer) counts once.
+    seen: set[int] = set()
     for mod_name, mod in model.named_modules():
         for pname, p in mod.named_parameters(recurse=False):
-            full = f"{mod_name}.{pname}" if mod_name else pname
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
             if pname.endswith("_orig") and hasattr(mod, pname[: -len("_orig")]):
                 base = pname[: -len("_orig")]
-                seen.add(full)
                 yield (f"{mod_name}.{base}" if mod_name else base), getattr(mod, base).detach()
-            elif full not in seen:
-                yield full, p.detach()
+            else:
+                yield (f"{mod_name}.{pname}" if mod_name else pname), p.detach()
 
 
 def count_parameters(model: nn.Module) -> ParamReport:
@@ -270,7 +274,9 @@ class FlopReport:
                 f"for a batch of {self.batch_size}")
 
 
-def _rnn_macs(mod: nn.RNNBase, inputs: tuple, output: Any) -> int:
+def _rnn_macs(mod: nn.Module, inputs: tuple) -> int:
+    """Analytic MACs of a (possibly quantized) RNN/LSTM/GRU: gates x (input + hidden) per step,
+    plus the projection of an LSTM with ``proj_size``."""
     x = inputs[0]
     if isinstance(x, nn.utils.rnn.PackedSequence):
         steps = int(x.data.shape[0])  # total time steps summed over the batch
@@ -282,92 +288,140 @@ def _rnn_macs(mod: nn.RNNBase, inputs: tuple, output: Any) -> int:
     gates = {"LSTM": 4, "GRU": 3}.get(mod.mode, 1)
     dirs = 2 if mod.bidirectional else 1
     h = mod.hidden_size
+    proj = getattr(mod, "proj_size", 0) or 0
+    out = proj or h                      # what the next step and the next layer see
     macs = 0
     for layer in range(mod.num_layers):
-        in_size = mod.input_size if layer == 0 else h * dirs
-        macs += dirs * gates * (in_size * h + h * h)
+        in_size = mod.input_size if layer == 0 else out * dirs
+        macs += dirs * (gates * h * (in_size + out) + h * proj)
     return macs * steps * batch
 
 
-def _mha_macs(mod: nn.MultiheadAttention, inputs: tuple, output: Any) -> int:
-    q, k = inputs[0], inputs[1]
-    seq_dim = 1 if mod.batch_first else 0
-    if q.dim() == 3:
-        lq, lk, batch = q.shape[seq_dim], k.shape[seq_dim], q.shape[1 - seq_dim]
-    else:
-        lq, lk, batch = q.shape[0], k.shape[0], 1
-    e = mod.embed_dim
-    proj = lq * e * e + 2 * lk * e * mod.kdim if mod.kdim == e else (
-        lq * e * e + lk * e * mod.kdim + lk * e * mod.vdim)
-    attn = 2 * lq * lk * e          # scores Q K^T and the weighted sum of V
-    out = lq * e * e
-    return batch * (proj + attn + out)
+def _is_recurrent(mod: nn.Module) -> bool:
+    # nn.RNN/LSTM/GRU and torch.ao's dynamically quantized copies (not nn.RNNBase subclasses)
+    from torch.ao.nn.quantized.dynamic.modules.rnn import RNNBase as DynamicRNNBase
+
+    return isinstance(mod, (nn.RNNBase, DynamicRNNBase))
 
 
-def _layer_macs(mod: nn.Module, inputs: tuple, output: Any) -> int | None:
-    out = output[0] if isinstance(output, tuple) else output
-    if isinstance(mod, nn.RNNBase):
-        return _rnn_macs(mod, inputs, output)
-    if isinstance(mod, nn.MultiheadAttention):
-        return _mha_macs(mod, inputs, output)
-    if not isinstance(out, torch.Tensor):
-        return None
-    # nn.Linear and its quantized / QAT / dynamic variants all carry these attributes
-    if hasattr(mod, "in_features") and hasattr(mod, "out_features"):
-        return out.numel() // mod.out_features * mod.in_features * mod.out_features
-    if hasattr(mod, "in_channels") and hasattr(mod, "kernel_size") and hasattr(mod, "groups"):
-        k = mod.kernel_size if isinstance(mod.kernel_size, tuple) else (mod.kernel_size,)
-        kernel = 1
-        for s in k:
-            kernel *= s
-        return out.numel() * (mod.in_channels // mod.groups) * kernel
-    return None
+def _quantized_formulas() -> dict[Any, Callable[..., int]]:
+    """FLOP formulas for torch.ao's int8 kernels, which FlopCounterMode does not know.
+
+    Each gets the raw arguments and the output; weights come from the packed parameters.
+    """
+    def linear(x, packed, *args, out_val=None, **kwargs) -> int:
+        w = packed.unpack()[0]
+        return 2 * (out_val.numel() // w.shape[0]) * w.shape[0] * w.shape[1]
+
+    def conv(x, packed, *args, out_val=None, **kwargs) -> int:
+        w = packed.weight() if hasattr(packed, "weight") else packed.unpack()[0]
+        per_output = w[0].numel()        # (in_channels / groups) x kernel elements
+        return 2 * out_val.numel() * per_output
+
+    for f in (linear, conv):
+        f._get_raw = True
+    ops: dict[Any, Callable[..., int]] = {}
+    q = torch.ops.quantized
+    for name in ("linear", "linear_relu", "linear_dynamic", "linear_relu_dynamic",
+                 "linear_dynamic_fp16"):
+        if hasattr(q, name):
+            ops[getattr(q, name)] = linear
+    for name in ("conv1d", "conv2d", "conv3d", "conv1d_relu", "conv2d_relu", "conv3d_relu"):
+        if hasattr(q, name):
+            ops[getattr(q, name)] = conv
+    return ops
+
+
+def _sdpa_cpu_formula() -> dict[Any, Callable[..., int]]:
+    """The fused CPU attention kernel, which FlopCounterMode misses (its formula covers the
+    CUDA kernels only): Q K^T and the weighted sum of V, 2 x B x H x Lq x Lk x d each."""
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if op is None:
+        return {}
+
+    def flops(q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(q_shape, k_shape, v_shape)
+    return {op: flops}
 
 
 def count_flops(model: nn.Module, example_input: torch.Tensor | tuple) -> FlopReport:
-    """Count the MACs of Linear, Conv, RNN/LSTM/GRU and attention layers in one forward.
+    """Count the multiply-accumulates of one forward pass, operator by operator.
 
-    Elementwise work (activations, normalization, pooling) is not counted:
-    it is small next to the matrix products for the models of this book.
+    Built on :class:`torch.utils.flop_counter.FlopCounterMode`, which sees
+    every matrix product PyTorch runs: layers, functional code such as
+    ``scaled_dot_product_attention`` or ``x @ w`` in ``forward``, transposed
+    convolutions, and (with formulas added here) torch.ao's int8 kernels and
+    the fused CPU attention kernel. Recurrent layers (RNN/LSTM/GRU, float or
+    dynamically quantized) run fused kernels that hide their products, so
+    they are counted analytically (``proj_size`` included). Elementwise work
+    (activations, normalization, pooling, softmax) is not counted: it is
+    small next to the matrix products for the models of this book.
 
     Args:
         model: run once in eval mode on ``example_input`` (mode restored after).
         example_input: a tensor, or a tuple of positional inputs.
+
+    Returns:
+        A :class:`FlopReport`: the total and one row per module that runs
+        products itself; products written in a module's own ``forward``
+        (functional attention, say) appear on that module's row.
     """
+    from torch.utils.flop_counter import FlopCounterMode
+
     check_module(model, "model")
     args = example_input if isinstance(example_input, tuple) else (example_input,)
     if not args or not isinstance(args[0], torch.Tensor):
         raise TypeError("example_input must be a tensor or a tuple of tensors")
-    rows: list[dict[str, Any]] = []
-    handles = []
-    inside: list[nn.Module] = []
+    names = {mod: name for name, mod in model.named_modules(remove_duplicate=True)}
+    recurrent = {m for m in names if _is_recurrent(m)}
+    inside_rnn = {id(sub) for m in recurrent for sub in m.modules() if sub is not m}
+    shapes: dict[str, Any] = {}
+    rnn_macs: dict[str, int] = {}
 
-    def pre(mod, inputs):
-        inside.append(mod)
+    def hook(mod, inputs, output):
+        out = output[0] if isinstance(output, tuple) else output
+        name = names[mod]
+        shapes[name] = tuple(out.shape) if isinstance(out, torch.Tensor) else "-"
+        if mod in recurrent:
+            rnn_macs[name] = rnn_macs.get(name, 0) + _rnn_macs(mod, inputs)
 
-    def hook(name):
-        def fn(mod, inputs, output):
-            inside.pop()
-            if any(isinstance(m, (nn.MultiheadAttention, nn.RNNBase)) for m in inside):
-                return  # counted by the enclosing attention / recurrent layer
-            macs = _layer_macs(mod, inputs, output)
-            if macs is not None:
-                out = output[0] if isinstance(output, tuple) else output
-                rows.append({"layer": name, "type": type(mod).__name__, "macs": int(macs),
-                             "output": tuple(out.shape) if isinstance(out, torch.Tensor)
-                             else "-"})
-        return fn
-
-    for name, mod in model.named_modules():
-        if not list(mod.children()) or isinstance(mod, (nn.MultiheadAttention, nn.RNNBase)):
-            handles.append(mod.register_forward_pre_hook(pre))
-            handles.append(mod.register_forward_hook(hook(name)))
+    handles = [m.register_forward_hook(hook) for m in names]
+    counter = FlopCounterMode(display=False,
+                              custom_mapping={**_quantized_formulas(), **_sdpa_cpu_formula()})
+    # nn.MultiheadAttention / TransformerEncoderLayer take a fused "fast path" in inference
+    # whose kernel has no formula; the plain path does the same products, op by op.
+    fastpath = torch.backends.mha.get_fastpath_enabled()
     try:
-        with torch.no_grad(), evaluating(model):
+        torch.backends.mha.set_fastpath_enabled(False)
+        with torch.no_grad(), evaluating(model), counter:
             model(*args)
     finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
         for h in handles:
             h.remove()
+    # FlopCounterMode names modules "<RootClass>.<fqn>" and adds each op to every ancestor:
+    # a module's own products are its count minus its children's.
+    root = type(model).__name__
+    counts = {k: sum(v.values()) for k, v in counter.get_flop_counts().items()}
+
+    def total(name: str) -> int:
+        return counts.get(f"{root}.{name}" if name else root, 0)
+
+    rows: list[dict[str, Any]] = []
+    for mod, name in names.items():
+        if id(mod) in inside_rnn:
+            continue
+        if mod in recurrent:
+            macs = rnn_macs.get(name, 0)
+        else:
+            own = total(name) - sum(total(f"{name}.{c}" if name else c)
+                                    for c, _ in mod.named_children())
+            macs = own // 2
+        if macs > 0:
+            rows.append({"layer": name or "(model)", "type": type(mod).__name__,
+                         "macs": int(macs), "output": shapes.get(name, "-")})
     batch = int(args[0].shape[0]) if args[0].dim() > 1 else 1
     return FlopReport(sum(r["macs"] for r in rows), rows, batch)
 

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import torch
 
-from ._checks import check_float, check_int
+from ._checks import check_bool, check_float, check_int
 
 __all__ = ["GD", "Momentum", "RMSprop", "Adam", "AdamW", "trajectory"]
 
@@ -72,6 +72,7 @@ class Momentum(_Formula):
     def __init__(self, params: Params, lr: float, momentum: float = 0.9,
                  nesterov: bool = False) -> None:
         check_float(momentum, "momentum", min_value=0.0, max_value=1.0, max_inclusive=False)
+        check_bool(nesterov, "nesterov")
         super().__init__(params, lr, momentum=momentum, nesterov=nesterov)
 
     def update(self, w, g, state, group):
@@ -104,6 +105,10 @@ class Adam(_Formula):
 
     def __init__(self, params: Params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+        if not isinstance(betas, (tuple, list)):
+            raise TypeError(f"betas must be a pair (beta1, beta2), got {type(betas).__name__}")
+        if len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {len(betas)} values")
         for i, b in enumerate(betas):
             check_float(b, f"betas[{i}]", min_value=0.0, max_value=1.0, max_inclusive=False)
         check_float(eps, "eps", min_value=0.0)

@@ -183,14 +183,46 @@ def split_stages(model: nn.Sequential, stages: int,
 
 def pipeline_forward(stages: list[nn.Module], x: torch.Tensor,
                      micro_batches: int) -> torch.Tensor:
-    """Run ``x`` through ``stages`` in ``micro_batches`` chunks (sequentially, in one process)."""
+    """Run ``x`` through ``stages`` in ``micro_batches`` chunks (sequentially, in one process).
+
+    Args:
+        stages: a non-empty list (or tuple) of modules, e.g. from :func:`split_stages`.
+        x: the batch, split along its first dimension.
+        micro_batches: number of chunks, 1 to ``len(x)``.
+
+    Returns:
+        The outputs of the last stage, concatenated in batch order.
+
+    Raises:
+        TypeError: ``stages`` is not a list of modules, ``x`` not a tensor, or a
+            stage does not return a tensor.
+        ValueError: ``stages`` or ``x`` is empty, ``x`` has no batch dimension,
+            ``micro_batches`` outside 1..``len(x)``, or a stage fails on its
+            input (e.g. a shape or dtype that does not fit).
+    """
+    if isinstance(stages, nn.Module) or not isinstance(stages, (list, tuple)):
+        raise TypeError(f"stages must be a list of modules (e.g. from split_stages), got "
+                        f"{type(stages).__name__}")
     if not stages:
         raise ValueError("stages must not be empty")
-    micro_batches = check_int(micro_batches, "micro_batches", min_value=1)
+    for i, stage in enumerate(stages):
+        check_module(stage, f"stages[{i}]")
+    x = check_tensor(x, "x", finite=False)
+    if x.dim() == 0:
+        raise ValueError("x must have a batch dimension, got a 0-d tensor")
+    micro_batches = check_int(micro_batches, "micro_batches", min_value=1, max_value=len(x))
     outs = []
     for chunk in x.chunk(micro_batches):
-        for stage in stages:
-            chunk = stage(chunk)
+        for i, stage in enumerate(stages):
+            shape, dtype = tuple(chunk.shape), chunk.dtype
+            try:
+                chunk = stage(chunk)
+            except RuntimeError as e:
+                raise ValueError(f"stages[{i}] failed on a micro-batch of shape {shape} and "
+                                 f"dtype {dtype}: {e}") from e
+            if not isinstance(chunk, torch.Tensor):
+                raise TypeError(f"stages[{i}] must return a torch.Tensor, got "
+                                f"{type(chunk).__name__}")
         outs.append(chunk)
     return torch.cat(outs)
 

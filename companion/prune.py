@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -355,7 +356,10 @@ class PruningCallback:
         if not isinstance(schedule, (ConstantSparsity, PolynomialDecay)):
             raise TypeError(f"schedule must be ConstantSparsity or PolynomialDecay, "
                             f"got {type(schedule).__name__}")
-        self.schedule, self.importance, self.scope = schedule, importance, scope
+        get_importance(importance)  # validates now, not at the first pruning step
+        self.importance = importance
+        self.scope = check_choice(scope, "scope", ("local", "global"))
+        self.schedule = schedule
         self.log: list[tuple[int, float]] = []
 
     def __call__(self, step: int) -> None:
@@ -425,24 +429,58 @@ def _default_layers(model: nn.Sequential) -> list[str]:
     return layers[:-1]  # never the output layer
 
 
+def _plan_for_graph(model: nn.Module, example_input: Any) -> bool:
+    """True when the graph engine must follow the channels (any model given an input)."""
+    if example_input is not None:
+        return True
+    if not isinstance(model, nn.Sequential):
+        raise TypeError(f"example_input is required to prune channels of a "
+                        f"{type(model).__name__} (not an nn.Sequential): the channel "
+                        "dependencies are traced from one forward pass")
+    return False
+
+
+def _check_plan(model: nn.Module, plan: Any) -> dict[str, torch.Tensor]:
+    from ._channel_graph import _check_plan_layer
+
+    if not isinstance(plan, dict):
+        raise TypeError(f"plan must be a ratio or a dict {{layer: kept indices}}, "
+                        f"got {type(plan).__name__}")
+    if not plan:
+        raise ValueError("plan is empty: name at least one layer")
+    for name, keep in plan.items():
+        _check_plan_layer(model, name, keep)
+    return {name: torch.sort(torch.as_tensor(keep, dtype=torch.long).cpu()).values
+            for name, keep in plan.items()}
+
+
 @torch.no_grad()
-def select_channels(model: nn.Module, ratio: float, *,
-                    layers: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+def select_channels(model: nn.Module, ratio: float, *, layers: Sequence[str] | None = None,
+                    example_input: Any = None) -> dict[str, torch.Tensor]:
     """Output channels to *keep* per layer: the highest L1 norms, ``ratio`` of them removed.
 
     Args:
-        model: an ``nn.Sequential`` (the book's models), unchanged.
+        model: left unchanged. An ``nn.Sequential`` (the book's models) is
+            followed layer by layer; any other model needs ``example_input``.
         ratio: fraction of channels removed in each layer, in [0, 1); at least one stays.
-        layers: names of the Conv2d/Linear children to prune; default all but the last.
+        layers: names of the Conv/Linear layers to prune; default all but the output ones.
+        example_input: one input batch. With it the channels are traced through
+            the graph (residual adds, depthwise convs, concatenation) by
+            Torch-Pruning, and a channel's L1 norm is summed over every layer
+            it couples (Torch-Pruning's ``MagnitudeImportance(p=1)``).
 
     Returns:
         ``{layer name: sorted indices of the kept channels}``.
 
     Raises:
         ValueError: ratio outside [0, 1); a layer pair that cannot be followed.
+        TypeError: a model that is not an ``nn.Sequential`` without ``example_input``.
     """
-    _check_sequential(model)
+    check_module(model, "model")
     ratio = check_sparsity(ratio, "ratio")
+    if _plan_for_graph(model, example_input):
+        from ._channel_graph import select
+        return select(model, ratio, example_input, layers)
     plan = {}
     for name in (list(layers) if layers is not None else _default_layers(model)):
         _chain(model, name)  # validates
@@ -464,14 +502,26 @@ def _input_index(keep: torch.Tensor, producer: nn.Module, consumer: nn.Module,
 
 
 @torch.no_grad()
-def mask_channels_(model: nn.Module, plan: dict[str, torch.Tensor]) -> nn.Module:
-    """Zero the dropped channels in place (weights, bias and the following norm's affine).
+def mask_channels_(model: nn.Module, plan: dict[str, torch.Tensor], *,
+                   example_input: Any = None) -> nn.Module:
+    """Zero the dropped channels in place: a *simulation* of :func:`prune_channels`.
 
-    A *simulation* of :func:`prune_channels`: same outputs, same dense cost.
+    Zeroes the layer's output slices, the following norm's affine, and the
+    next layer's input weights for those channels, so the masked model
+    computes what the pruned one does (through any activation, a Sigmoid
+    included) at the dense cost.
+
+    Args:
+        model: an ``nn.Sequential``, or any model with ``example_input``.
+        plan: ``{layer: kept indices}``, as :func:`select_channels` returns.
+        example_input: one input batch; needed for models that are not Sequential.
     """
-    _check_sequential(model)
-    for name, keep in plan.items():
-        norms, _, _ = _chain(model, name)
+    check_module(model, "model")
+    if _plan_for_graph(model, example_input):
+        from ._channel_graph import mask_
+        return mask_(model, _check_plan(model, plan), example_input)
+    for name, keep in _check_plan(model, plan).items():
+        norms, consumer, flat = _chain(model, name)
         mod = getattr(model, name)
         drop = torch.ones(mod.weight.shape[0], dtype=torch.bool)
         drop[keep] = False
@@ -479,6 +529,9 @@ def mask_channels_(model: nn.Module, plan: dict[str, torch.Tensor]) -> nn.Module
             getattr(m, "weight_orig", m.weight)[drop.to(m.weight.device)] = 0
             if m.bias is not None:
                 m.bias[drop.to(m.bias.device)] = 0
+        nxt = getattr(model, consumer)
+        dropped_in = _input_index(torch.nonzero(drop).flatten(), mod, nxt, flat)
+        getattr(nxt, "weight_orig", nxt.weight)[:, dropped_in.to(nxt.weight.device)] = 0
     return model
 
 
@@ -495,7 +548,7 @@ def _slice_layer(m: nn.Module, out_idx: torch.Tensor | None,
     else:
         new = nn.Conv2d(w.shape[1], w.shape[0], m.kernel_size, m.stride, m.padding,
                         m.dilation, 1, b is not None, m.padding_mode)
-    new = new.to(device=w.device, dtype=w.dtype)
+    new = new.to(device=w.device, dtype=w.dtype).train(m.training)
     new.weight.copy_(w)
     if b is not None:
         new.bias.copy_(b)
@@ -504,7 +557,7 @@ def _slice_layer(m: nn.Module, out_idx: torch.Tensor | None,
 
 def _slice_norm(bn: nn.Module, idx: torch.Tensor) -> nn.Module:
     new = type(bn)(len(idx), bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
-    new = new.to(bn.weight.device if bn.affine else "cpu")
+    new = new.to(bn.weight.device if bn.affine else "cpu").train(bn.training)
     i = idx.to(new.weight.device if bn.affine else "cpu")
     if bn.affine:
         new.weight.copy_(bn.weight[i])
@@ -518,7 +571,8 @@ def _slice_norm(bn: nn.Module, idx: torch.Tensor) -> nn.Module:
 
 @torch.no_grad()
 def prune_channels(model: nn.Module, plan: float | dict[str, torch.Tensor], *,
-                   layers: Sequence[str] | None = None) -> nn.Module:
+                   layers: Sequence[str] | None = None,
+                   example_input: Any = None) -> nn.Module:
     """A smaller dense copy of ``model`` without the dropped channels.
 
     Removes output channels of each planned layer, the matching channels of
@@ -526,27 +580,44 @@ def prune_channels(model: nn.Module, plan: float | dict[str, torch.Tensor], *,
     (through ``Flatten``: all spatial positions of a channel). Unstructured
     masks are made permanent in the copy first. The caller's model is unchanged.
 
+    An ``nn.Sequential`` is followed by hand (the code section 5.1 shows).
+    Any other model (a ResNet, a MobileNet, your own class) needs
+    ``example_input``: one forward pass is traced by Torch-Pruning, whose
+    dependency graph removes every slice a channel couples (both branches of
+    a residual add, a depthwise conv's inputs, a concatenation's offsets).
+
     Args:
-        model: an ``nn.Sequential`` such as ``SmallCNN``.
+        model: the model to prune (left unchanged).
         plan: a ratio in [0, 1) (channels chosen by :func:`select_channels`)
             or ``{layer: kept indices}``.
-        layers: with a ratio, the layers to prune (default: all but the last).
+        layers: with a ratio, the layers to prune (default: all but the output ones).
+        example_input: one input batch; required for models that are not Sequential.
 
     Returns:
         A model of the same class whose pruned layers are genuinely smaller.
 
     Raises:
-        ValueError: a layer pair structured pruning cannot follow, a bad ratio.
+        ValueError: a layer pair structured pruning cannot follow, a bad ratio,
+            kept indices that repeat, are negative, fractional or out of range,
+            an empty plan, or two planned layers the graph couples.
+        TypeError: a model that is not Sequential without ``example_input``.
     """
-    _check_sequential(model)
+    check_module(model, "model")
+    graph = _plan_for_graph(model, example_input)
     if not isinstance(plan, dict):
-        plan = select_channels(model, check_sparsity(plan, "plan"), layers=layers)
+        plan = select_channels(model, check_sparsity(plan, "plan"), layers=layers,
+                               example_input=example_input)
+        if not plan:
+            return remove(model)
+    plan = _check_plan(model, plan)
     new = remove(model)
+    if graph:
+        from ._channel_graph import prune_
+        return prune_(new, plan, example_input)
     in_idx: dict[str, torch.Tensor] = {}
     out_idx: dict[str, torch.Tensor] = {}
     for name, keep in plan.items():
         norms, consumer, flat = _chain(new, name)
-        keep = torch.as_tensor(keep, dtype=torch.long).cpu()
         out_idx[name] = keep
         for n in norms:
             setattr(new, n, _slice_norm(getattr(new, n), keep))

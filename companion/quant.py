@@ -35,6 +35,7 @@ unchanged) because :func:`quantize` is the tensor function.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import warnings
 from collections.abc import Callable, Iterable
@@ -45,6 +46,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._checks import (
+    check_bool,
+    check_callable,
     check_choice,
     check_float,
     check_int,
@@ -175,6 +178,7 @@ def choose_qparams(lo: torch.Tensor | float, hi: torch.Tensor | float, bits: int
     Returns:
         ``(scale, zero_point)``: float32 and int32 tensors.
     """
+    check_bool(symmetric, "symmetric")
     signed = symmetric if signed is None else signed
     qmin, qmax = qrange(bits, signed)
     lo, hi = (_as_range_end(v, n) for v, n in ((lo, "lo"), (hi, "hi")))
@@ -190,6 +194,10 @@ def choose_qparams(lo: torch.Tensor | float, hi: torch.Tensor | float, bits: int
         zero_point = torch.full_like(scale, 0 if signed else (qmin + qmax + 1) // 2)
     else:
         scale = (hi - lo) / (qmax - qmin)
+        if not bool(torch.isfinite(scale).all()):
+            # hi - lo overflows float32 (a range near +-3.4e38): the step itself fits
+            wide = ((hi.double() - lo.double()) / (qmax - qmin)).float()
+            scale = torch.where(torch.isfinite(scale), scale, wide)
         safe = torch.where(scale > 0, scale, torch.ones_like(scale))
         zero_point = qmin - torch.round(lo / safe)
     scale = torch.where(scale > 0, scale, torch.ones_like(scale)).to(torch.float32)
@@ -226,18 +234,23 @@ def quantize(x: torch.Tensor, bits: int = 8, *, symmetric: bool = False,
         axis: one range per slice along this axis (per-channel); None: per tensor.
         signed: signed codes; default True when symmetric, else False.
         qparams: a fixed ``(scale, zero_point)`` (e.g. from an observer) instead of
-            the range of ``x``; values outside it are clamped.
+            the range of ``x``; values outside it are clamped. The scale must be
+            finite and > 0, the zero point an integer inside the code range
+            ``qrange(bits, signed)``; one value each, or one per slice along ``axis``.
 
     Returns:
         A :class:`QTensor`.
 
     Raises:
-        TypeError: ``x`` is not a floating-point tensor.
-        ValueError: ``x`` is empty or has NaN/inf, ``bits`` outside 2..16, bad ``axis``.
+        TypeError: ``x`` is not a floating-point tensor, ``qparams`` not a pair of
+            numbers/tensors, a flag not a bool.
+        ValueError: ``x`` is empty or has NaN/inf, ``bits`` outside 2..16, bad ``axis``,
+            bad ``qparams`` values or shapes.
     """
     check_tensor(x, "x", floating=True)
     bits = check_int(bits, "bits", min_value=2, max_value=16)
     axis = _check_axis(axis, x.dim())
+    check_bool(symmetric, "symmetric")
     signed = symmetric if signed is None else signed
     qmin, qmax = qrange(bits, signed)
     if qparams is None:
@@ -247,13 +260,48 @@ def quantize(x: torch.Tensor, bits: int = 8, *, symmetric: bool = False,
             flat = x.detach().movedim(axis, 0).reshape(x.shape[axis], -1)
             lo, hi = flat.min(1).values, flat.max(1).values
         scale, zero_point = choose_qparams(lo, hi, bits, symmetric=symmetric, signed=signed)
+        if not bool(torch.isfinite(scale).all()):  # cannot happen since the float64 fallback
+            raise ValueError("x: its range is too wide for a finite float32 scale")
     else:
-        scale = torch.as_tensor(qparams[0], dtype=torch.float32)
-        zero_point = torch.as_tensor(qparams[1]).to(torch.int32)
+        channels = None if axis is None else x.shape[axis]
+        scale, zero_point = _check_qparams(qparams, qmin, qmax, channels)
     codes = _codes(x.detach(), _broadcast(scale, axis, x.dim()),
                    _broadcast(zero_point, axis, x.dim()), qmin, qmax, fused=axis is None)
     return QTensor(codes.to(_storage_dtype(bits, signed)), scale, zero_point, bits, axis,
                    tuple(x.shape), signed)
+
+
+def _check_qparams(qparams: object, qmin: int, qmax: int, channels: int | None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``qparams`` as ``(float32 scale, int32 zero point)``, or a ValueError/TypeError naming it."""
+    if not isinstance(qparams, (tuple, list)) or len(qparams) != 2:
+        raise TypeError(f"qparams must be a pair (scale, zero_point), got "
+                        f"{type(qparams).__name__}")
+    for value, what in zip(qparams, ("scale", "zero point"), strict=True):
+        if isinstance(value, bool) or not isinstance(value, (torch.Tensor, int, float)):
+            raise TypeError(f"qparams: the {what} must be a number or a tensor, got "
+                            f"{type(value).__name__}")
+        if isinstance(value, torch.Tensor) and (value.dtype == torch.bool or value.is_complex()):
+            raise TypeError(f"qparams: the {what} must be a real tensor, got dtype {value.dtype}")
+    scale = torch.as_tensor(qparams[0], dtype=torch.float32)
+    zp = torch.as_tensor(qparams[1])
+    allowed = (1,) if channels is None else (1, channels)
+    for t, what in ((scale, "scale"), (zp, "zero point")):
+        if t.numel() not in allowed:
+            per = "per tensor" if channels is None else f"along axis ({channels} channels)"
+            raise ValueError(f"qparams: the {what} must hold one value, or one per channel "
+                             f"{per}; got {t.numel()} values")
+    if not bool(torch.isfinite(scale).all()) or not bool((scale > 0).all()):
+        raise ValueError(f"qparams: the scale must be finite and > 0 (in float32), got "
+                         f"{scale.flatten()[:4].tolist()}")
+    if zp.is_floating_point():
+        if not bool(torch.isfinite(zp).all()) or not bool((zp == torch.round(zp)).all()):
+            raise ValueError(f"qparams: the zero point must be an integer, got "
+                             f"{zp.flatten()[:4].tolist()}")
+    if bool((zp < qmin).any()) or bool((zp > qmax).any()):
+        raise ValueError(f"qparams: the zero point must lie in the code range [{qmin}, {qmax}], "
+                         f"got values in [{zp.min().item():g}, {zp.max().item():g}]")
+    return scale, zp.to(torch.int32)
 
 
 def dequantize(q: QTensor) -> torch.Tensor:
@@ -319,9 +367,28 @@ def pack(q: QTensor) -> torch.Tensor:
 
 
 def unpack(packed: torch.Tensor, bits: int, signed: bool, numel: int) -> torch.Tensor:
-    """Inverse of :func:`pack`: the first ``numel`` codes, flat, in the code dtype."""
+    """Inverse of :func:`pack`: the first ``numel`` codes, flat, in the code dtype.
+
+    Args:
+        packed: what :func:`pack` returned: uint8 up to 4 bits, else integer codes.
+        bits: 2 to 16, as packed.
+        signed: whether the codes are signed, as packed.
+        numel: number of codes to return (at most the number ``packed`` holds).
+
+    Raises:
+        TypeError: ``packed`` not a tensor of the right dtype, ``signed`` not a bool.
+        ValueError: ``bits`` outside 2..16, ``numel`` < 0 or more than ``packed`` holds.
+    """
     bits = check_int(bits, "bits", min_value=2, max_value=16)
+    check_bool(signed, "signed")
     check_tensor(packed, "packed", allow_empty=True)
+    if bits <= 4 and packed.dtype != torch.uint8:
+        raise TypeError(f"packed must be uint8 for {bits}-bit codes (two per byte), got dtype "
+                        f"{packed.dtype}")
+    if bits > 4 and (packed.is_floating_point() or packed.is_complex()
+                     or packed.dtype == torch.bool):
+        raise TypeError(f"packed must hold integer codes for {bits} bits, got dtype "
+                        f"{packed.dtype}")
     numel = check_int(numel, "numel", min_value=0)
     capacity = packed.numel() * (2 if bits <= 4 else 1)
     if numel > capacity:
@@ -520,6 +587,9 @@ def calibrate(model: nn.Module, loader: Iterable, layers: Iterable[str] | None =
     check_module(model, "model")
     if num_batches is not None:
         num_batches = check_int(num_batches, "num_batches", min_value=1)
+    check_bool(inputs, "inputs")
+    if not isinstance(observer, str):
+        check_callable(observer, "observer")
     modules = dict(model.named_modules())
     names = list(layers) if layers is not None else [n for n, _ in quantizable_layers(model)]
     if not names:
@@ -536,15 +606,19 @@ def calibrate(model: nn.Module, loader: Iterable, layers: Iterable[str] | None =
         return fn
 
     handles = [modules[n].register_forward_hook(hook(n)) for n in names]
+    seen = 0
     try:
         with evaluating(model):
             for i, batch in enumerate(loader):
                 if num_batches is not None and i >= num_batches:
                     break
                 model(batch[0] if isinstance(batch, (tuple, list)) else batch)
+                seen += 1
     finally:
         for h in handles:
             h.remove()
+    if not seen:
+        raise ValueError("loader yielded no batch: nothing was observed")
     return observers
 
 
@@ -605,6 +679,13 @@ class StaticInt8Config:
         check_choice(self.observer, "observer", tuple(_OBSERVERS))
         check_int(self.num_batches, "num_batches", min_value=1)
         check_choice(self.backend, "backend", tuple(torch.backends.quantized.supported_engines))
+        cal = self.calibration
+        if isinstance(cal, (str, bytes, torch.Tensor)) or not isinstance(cal, Iterable):
+            raise TypeError("calibration must be an iterable of batches (a DataLoader, or a list "
+                            f"of (inputs, labels) or input tensors), got {type(cal).__name__}")
+        if hasattr(cal, "__len__") and len(cal) == 0:
+            raise ValueError("calibration must hold at least one batch, got an empty "
+                             f"{type(cal).__name__}")
 
 
 @dataclass
@@ -624,6 +705,7 @@ class QATConfig:
     quantize_input: bool = True
 
     def __post_init__(self) -> None:
+        check_bool(self.quantize_input, "quantize_input")
         check_int(self.bits, "bits", min_value=2, max_value=16)
         if self.activation_bits is None:
             self.activation_bits = self.bits
@@ -636,19 +718,30 @@ class QuantizedWeightLayer(nn.Module):
     """A Linear or Conv layer whose weight is stored as packed integer codes.
 
     ``forward`` dequantizes the weight and runs the float op (simulated
-    integer compute; the saving is storage).
+    integer compute; the saving is storage). A convolution keeps its
+    ``padding_mode`` (``"circular"``, ``"reflect"``, ``"replicate"``).
+
+    Args:
+        layer: an ``nn.Linear``, ``nn.Conv1d`` or ``nn.Conv2d`` (not modified).
+        bits: 2 to 16 (symmetric, per output channel; packed two per byte up to 4 bits).
     """
 
     def __init__(self, layer: nn.Module, bits: int = 8) -> None:
         super().__init__()
         if type(layer) not in _LAYERS:
             raise TypeError(f"layer must be nn.Linear/Conv1d/Conv2d, got {type(layer).__name__}")
+        bits = check_int(bits, "bits", min_value=2, max_value=16)
         q = quantize(layer.weight.detach(), bits, symmetric=True, axis=0)
         self.kind = type(layer).__name__
         self.bits, self.shape = bits, tuple(layer.weight.shape)
         self.conv_args = ({} if self.kind == "Linear" else
                           {"stride": layer.stride, "padding": layer.padding,
                            "dilation": layer.dilation, "groups": layer.groups})
+        if self.kind != "Linear" and layer.padding_mode != "zeros":
+            # as nn.Conv*d._conv_forward: pad with the mode first, then convolve unpadded
+            self.padding_mode = layer.padding_mode
+            self.mode_padding = tuple(layer._reversed_padding_repeated_twice)
+            self.conv_args["padding"] = 0
         self.register_buffer("codes", pack(q))
         self.register_buffer("scale", q.scale)
         self.bias = None if layer.bias is None else nn.Parameter(layer.bias.detach().clone())
@@ -665,10 +758,15 @@ class QuantizedWeightLayer(nn.Module):
         if self.kind == "Linear":
             return F.linear(x, w, self.bias)
         conv = F.conv1d if self.kind == "Conv1d" else F.conv2d
+        mode = getattr(self, "padding_mode", "zeros")
+        if mode != "zeros":
+            x = F.pad(x, self.mode_padding, mode=mode)
         return conv(x, w, self.bias, **self.conv_args)
 
     def extra_repr(self) -> str:
-        return f"{self.kind}, weight {self.shape}, {self.bits}-bit codes"
+        mode = getattr(self, "padding_mode", "zeros")
+        extra = "" if mode == "zeros" else f", padding_mode={mode!r}"
+        return f"{self.kind}, weight {self.shape}, {self.bits}-bit codes{extra}"
 
 
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -687,8 +785,22 @@ def _layers_or_raise(model: nn.Module, kinds: tuple[type, ...] = _LAYERS
 
 
 def _weight_only_(model: nn.Module, config: WeightOnlyConfig) -> nn.Module:
+    # every replacement is built before the first is swapped in: a failure leaves model as it was
+    new = []
     for name, layer in _layers_or_raise(model):
-        _replace(model, name, QuantizedWeightLayer(layer, config.bits))
+        try:
+            new.append((name, QuantizedWeightLayer(layer, config.bits)))
+        except ValueError as e:
+            raise ValueError(f"model: layer {name!r}: {e}") from e
+    for name, layer in new:
+        _replace(model, name, layer)
+    return model
+
+
+def _become_(model: nn.Module, new: nn.Module) -> nn.Module:
+    """Make ``model`` the module ``new`` (a converted deep copy of it): state, children, mode."""
+    model.__dict__.clear()
+    model.__dict__.update(new.__dict__)
     return model
 
 
@@ -702,12 +814,13 @@ def _quiet_torch_ao():
         yield
 
 
-def _dynamic_(model: nn.Module, config: DynamicInt8Config) -> nn.Module:
+def _dynamic(model: nn.Module, config: DynamicInt8Config) -> nn.Module:
+    """A dynamically quantized copy; ``model`` is not touched."""
     from torch.ao.quantization import quantize_dynamic
     _layers_or_raise(model, (nn.Linear, nn.LSTM, nn.GRU))
     with _quiet_torch_ao():
-        quantize_dynamic(model, {nn.Linear, nn.LSTM, nn.GRU}, dtype=torch.qint8, inplace=True)
-    return model
+        return quantize_dynamic(model, {nn.Linear, nn.LSTM, nn.GRU}, dtype=torch.qint8,
+                                inplace=False)
 
 
 _FUSIONS = ((nn.Conv2d, nn.BatchNorm2d, nn.ReLU), (nn.Conv2d, nn.BatchNorm2d),
@@ -749,7 +862,8 @@ class _ObserverModule(torch.ao.quantization.ObserverBase):
         return scale.reshape(1), zp.reshape(1)
 
 
-def _static_(model: nn.Module, config: StaticInt8Config) -> nn.Module:
+def _static(model: nn.Module, config: StaticInt8Config) -> nn.Module:
+    """A statically quantized copy; ``model`` is not touched (a failure leaves it as it was)."""
     import torch.ao.quantization as tq
     if not isinstance(model, nn.Sequential):
         raise TypeError("static int8 (eager mode) needs an nn.Sequential model, "
@@ -758,6 +872,7 @@ def _static_(model: nn.Module, config: StaticInt8Config) -> nn.Module:
         raise ValueError(f"config.backend is {config.backend!r} but PyTorch's quantized engine "
                          f"is {torch.backends.quantized.engine!r}")
     _layers_or_raise(model)
+    model = copy.deepcopy(model)
     was_training = model.training
     model.eval()
     groups = fusion_groups(model)
@@ -777,10 +892,19 @@ def _static_(model: nn.Module, config: StaticInt8Config) -> nn.Module:
                                weight=tq.default_per_channel_weight_observer)
     with _quiet_torch_ao(), torch.no_grad():
         tq.prepare(model, inplace=True)
+        seen = 0
         for i, batch in enumerate(config.calibration):
             if i >= config.num_batches:
                 break
-            model(batch[0] if isinstance(batch, (tuple, list)) else batch)
+            x = batch[0] if isinstance(batch, (tuple, list)) and batch else batch
+            if not isinstance(x, torch.Tensor):
+                raise TypeError("config.calibration must yield (inputs, labels) or input "
+                                f"tensors, got a batch of {type(x).__name__}")
+            model(x)
+            seen += 1
+        if not seen:
+            raise ValueError("config.calibration yielded no batch: the activation ranges "
+                             "need at least one")
         tq.convert(model, inplace=True)
     model.train(was_training)
     return model
@@ -809,15 +933,29 @@ class FakeQuantize(nn.Module):
         bits: 2 to 16.
         symmetric: symmetric (weights) or affine (activations).
         axis: per-channel axis (weights) or None.
-        momentum: if set, the range is a moving average of batch min/max
-            (activations); else each call uses the tensor's own min/max (weights).
+        momentum: if set, in (0, 1]: the range is a moving average of batch
+            min/max (activations), updated in training mode; else each call uses
+            the tensor's own min/max (weights).
+
+    A moving-average quantizer that is run in eval mode before it has seen
+    any data in training mode has no range (it would use [0, 0]): it warns
+    once (``UserWarning``); call :func:`calibrate_fake_quant_` or train a step
+    first.
     """
 
     def __init__(self, bits: int = 8, *, symmetric: bool = False, axis: int | None = None,
                  momentum: float | None = None) -> None:
         super().__init__()
         self.bits = check_int(bits, "bits", min_value=2, max_value=16)
+        check_bool(symmetric, "symmetric")
+        if axis is not None:
+            axis = check_int(axis, "axis")
+        if momentum is not None:
+            momentum = check_float(momentum, "momentum", min_value=0.0, max_value=1.0,
+                                   min_inclusive=False)
         self.symmetric, self.axis, self.momentum = symmetric, axis, momentum
+        self.label = ""  # where it sits in a model, for messages (set by prepare_qat_)
+        self._warned = False
         self.register_buffer("lo", torch.tensor(0.0))
         self.register_buffer("hi", torch.tensor(0.0))
         self.register_buffer("initialized", torch.tensor(False))
@@ -835,6 +973,15 @@ class FakeQuantize(nn.Module):
             else:
                 m = self.momentum
                 self.lo.mul_(1 - m).add_(m * lo), self.hi.mul_(1 - m).add_(m * hi)
+        elif not getattr(self, "_warned", False) and not self.initialized:
+            self._warned = True
+            label = getattr(self, "label", "")
+            where = f" {label!r}" if label else ""
+            warnings.warn(f"FakeQuantize{where} runs in eval mode but has no calibrated range "
+                          "(it never saw data in training mode), so it uses [0, 0] and its "
+                          "outputs are meaningless: call companion.quant.calibrate_fake_quant_"
+                          "(model, loader) or run a training step first", UserWarning,
+                          stacklevel=2)
         return self.lo, self.hi
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -876,7 +1023,8 @@ def prepare_qat_(model: nn.Module, config: QATConfig) -> nn.Module:
     """Wrap every Linear/Conv layer of ``model`` in a :class:`QATLayer`, in place.
 
     Train the model as usual afterwards; gradients pass the rounding by the
-    straight-through estimator.
+    straight-through estimator. The input ranges are set by training steps
+    or by :func:`calibrate_fake_quant_`; evaluating before either warns.
 
     Raises:
         ValueError: no Linear/Conv layer.
@@ -884,8 +1032,12 @@ def prepare_qat_(model: nn.Module, config: QATConfig) -> nn.Module:
     check_module(model, "model")
     if not isinstance(config, QATConfig):
         raise TypeError(f"config must be a QATConfig, got {type(config).__name__}")
-    for name, layer in _layers_or_raise(model):
-        _replace(model, name, QATLayer(layer, config))
+    wrapped = [(name, QATLayer(layer, config)) for name, layer in _layers_or_raise(model)]
+    for name, qat in wrapped:
+        qat.weight_fq.label = f"{name}.weight_fq"
+        if isinstance(qat.input_fq, FakeQuantize):
+            qat.input_fq.label = f"{name}.input_fq"
+        _replace(model, name, qat)
     return model
 
 
@@ -898,7 +1050,7 @@ def calibrate_fake_quant_(model: nn.Module, loader: Iterable, num_batches: int =
     weights are left alone.
 
     Raises:
-        ValueError: the model has no QATLayer.
+        ValueError: the model has no QATLayer, or ``loader`` yielded no batch.
     """
     check_module(model, "model")
     num_batches = check_int(num_batches, "num_batches", min_value=1)
@@ -909,13 +1061,17 @@ def calibrate_fake_quant_(model: nn.Module, loader: Iterable, num_batches: int =
     model.eval()
     for fq in fqs:
         fq.train()
+    seen = 0
     try:
         for i, batch in enumerate(loader):
             if i >= num_batches:
                 break
             model(batch[0] if isinstance(batch, (tuple, list)) else batch)
+            seen += 1
     finally:
         model.train(was_training)
+    if not seen:
+        raise ValueError("loader yielded no batch: the activation ranges were not calibrated")
     return model
 
 
@@ -934,7 +1090,9 @@ def convert_qat_(model: nn.Module) -> nn.Module:
     """Replace each :class:`QATLayer` by stored weight codes and its frozen input range.
 
     Weights become :class:`QuantizedWeightLayer` (packed codes: the file
-    shrinks); inputs keep the learned range. Compute remains simulated.
+    shrinks) at the QAT bit width; inputs keep the learned range. In eval mode
+    the converted model computes what the QAT model computed (to float
+    rounding). Compute remains simulated.
 
     Raises:
         ValueError: the model has no QATLayer (call :func:`prepare_qat_` first).
@@ -943,10 +1101,10 @@ def convert_qat_(model: nn.Module) -> nn.Module:
     found = [(n, m) for n, m in model.named_modules() if isinstance(m, QATLayer)]
     if not found:
         raise ValueError("model has no QATLayer: call prepare_qat_ first")
-    for name, qat in found:
-        stored = QuantizedWeightLayer(qat.layer, min(qat.weight_fq.bits, 8))
+    stored = [QuantizedWeightLayer(qat.layer, qat.weight_fq.bits) for _, qat in found]
+    for (name, qat), layer in zip(found, stored, strict=True):
         qat.input_fq.eval()
-        _replace(model, name, _FrozenInput(qat.input_fq, stored))
+        _replace(model, name, _FrozenInput(qat.input_fq, layer))
     return model
 
 
@@ -961,18 +1119,27 @@ def quantize_model_(model: nn.Module, config: WeightOnlyConfig | DynamicInt8Conf
             :class:`QATConfig` prepares the model for training (see
             :func:`prepare_qat_`).
 
+    The call is atomic: if it fails (a bad calibration loader, a layer it
+    cannot quantize), ``model`` is left as it was.
+
     Raises:
         TypeError: ``model`` is not a module, or an unknown ``config``.
-        ValueError: the model has no layer the config can quantize.
+        ValueError: the model has no layer the config can quantize, or the
+            calibration data of :class:`StaticInt8Config` yields no batch.
     """
     check_module(model, "model")
-    handlers = {WeightOnlyConfig: _weight_only_, DynamicInt8Config: _dynamic_,
-                StaticInt8Config: _static_, QATConfig: prepare_qat_}
-    handler = handlers.get(type(config))
-    if handler is None:
+    handler, copies = _handler(config)
+    return _become_(model, handler(model, config)) if copies else handler(model, config)
+
+
+def _handler(config: object) -> tuple[Callable[[nn.Module, object], nn.Module], bool]:
+    """The function that applies ``config`` and whether it returns a copy (else in place)."""
+    handlers = {WeightOnlyConfig: (_weight_only_, False), DynamicInt8Config: (_dynamic, True),
+                StaticInt8Config: (_static, True), QATConfig: (prepare_qat_, False)}
+    if type(config) not in handlers:
         raise TypeError(f"config must be one of {[c.__name__ for c in handlers]}, "
                         f"got {type(config).__name__}")
-    return handler(model, config)
+    return handlers[type(config)]
 
 
 def quantize_model(model: nn.Module, config: WeightOnlyConfig | DynamicInt8Config |
@@ -982,5 +1149,6 @@ def quantize_model(model: nn.Module, config: WeightOnlyConfig | DynamicInt8Confi
     See :func:`quantize_model_` for the arguments.
     """
     check_module(model, "model")
-    return quantize_model_(clone(model), config)
+    handler, copies = _handler(config)
+    return handler(model, config) if copies else handler(clone(model), config)
 

@@ -9,15 +9,27 @@ estimated. All variants are timed together in interleaved rounds
 (:func:`companion.measure.compare_latency`), and speed-ups are relative to the
 fastest plain float32 way to run the model (:func:`companion.infer.fastest_fp32`:
 BatchNorm folded, channels-last where it helps), not to whatever eager
-PyTorch happens to do. A variant that does not apply to the model (static int8 needs an
-``nn.Sequential``, say) gets a row that says why instead of a number.
+PyTorch happens to do. Static int8 goes through PT2E (:mod:`companion.pt2e`:
+``torch.export``, torchao's ``X86InductorQuantizer``, ``torch.compile``) and
+channel pruning through the traced graph (Torch-Pruning), so both apply to
+any exportable model, a ResNet included. A variant that does not apply to the
+model (no calibration data, say) gets a row that says why instead of a
+number, and every row's note says what it was calibrated on.
+
+The model may return a tensor of logits or a structure holding them (a
+HuggingFace ``ModelOutput`` with ``.logits``, a dict with ``"logits"``, a
+tuple whose first element is the logits); ``output_fn`` picks the logits out
+of anything else. It may be a module from ``torch.export`` (a ``.pt2``
+archive), which runs as it is: the rows that need the model's layers as
+``nn.Module`` objects (pruning) say "not applicable".
 
 The command line ``companion report`` wraps it (see :mod:`companion.cli`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import contextlib
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +38,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ._checks import check_float, check_int, check_module
+from ._checks import check_float, check_int, check_module, evaluating
 from .measure import Table, compare_latency, count_parameters, serialized_size
 
 __all__ = ["ReportConfig", "Variant", "optimization_report", "plot_report"]
@@ -87,19 +99,64 @@ class Variant:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _logits(output: Any) -> torch.Tensor:
+    """The logits in a model's output: a tensor as is, ``.logits``, ``["logits"]`` or ``[0]``.
+
+    Same semantics as ``companion.train.logits_of`` (to be merged).
+
+    Raises:
+        TypeError: none of these holds a tensor; pass ``output_fn``.
+    """
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, Mapping) and isinstance(output.get("logits"), torch.Tensor):
+        return output["logits"]
+    logits = getattr(output, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    raise TypeError(f"output_fn: cannot find the logits in a model output of type "
+                    f"{type(output).__name__} (not a tensor, no .logits, no ['logits'], "
+                    f"no tensor first element); pass output_fn=lambda out: <the logits>")
+
+
+def _reason(err: BaseException, limit: int = 160) -> str:
+    """One short line saying why: the first line of the message, cut at ``limit``."""
+    text = str(err).strip().splitlines()
+    line = text[0].strip() if text else type(err).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _count(loader: Iterable, max_batches: int | None = None) -> int:
+    """Samples in the first ``max_batches`` batches of ``(inputs, ...)`` batches."""
+    n = 0
+    for i, batch in enumerate(loader):
+        if max_batches is not None and i >= max_batches:
+            break
+        n += len(batch[0])
+    return n
+
+
 def _state_dict_bytes(model: nn.Module) -> int:
     return serialized_size(model).bytes
 
 
 def _torch_variant(name: str, note: str, model: nn.Module, x: torch.Tensor,
                    size: int | None = None, float_weights: bool = True,
-                   counted: nn.Module | None = None) -> Variant:
+                   counted: nn.Module | None = None,
+                   output_fn: Callable[[Any], torch.Tensor] = _logits) -> Variant:
     """A PyTorch variant; non-zeros are counted only where weights are float parameters.
 
+    ``model`` is the report's own copy (never the caller's): it is put in
+    eval mode unless it comes from ``torch.export``, whose mode is fixed.
     ``counted`` is the model whose parameters are counted when ``model`` is a
     faster form of it (BatchNorm folded away, say).
     """
-    model.eval()
+    from .infer import is_exported
+
+    if not is_exported(model):
+        model.eval()
 
     def run() -> Any:
         with torch.inference_mode():
@@ -108,15 +165,52 @@ def _torch_variant(name: str, note: str, model: nn.Module, x: torch.Tensor,
         name, note,
         size_bytes=_state_dict_bytes(model) if size is None else size,
         run=run,
-        predict=lambda inp: model(inp),
+        predict=lambda inp: output_fn(model(inp)),
         nonzero=count_parameters(counted or model).nonzero if float_weights else None,
     )
 
 
+class _LogitsOnly(nn.Module):
+    """``output_fn(model(x))`` as a module, so that an export has one output: the logits."""
+
+    def __init__(self, model: nn.Module, output_fn: Callable[[Any], torch.Tensor]) -> None:
+        super().__init__()
+        self.model = model
+        self.output_fn = output_fn
+
+    def train(self, mode: bool = True) -> _LogitsOnly:
+        from .infer import is_exported
+
+        self.training = mode
+        if not is_exported(self.model):   # an exported module refuses train()/eval()
+            self.model.train(mode)
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output_fn(self.model(x))
+
+
+def _calibrated_on(n: int, x: torch.Tensor) -> str:
+    what = "images" if x.dim() == 4 and x.is_floating_point() else "samples"
+    return f"calibrated on {n:,} calibration {what}"
+
+
+_NO_CALIBRATION = ("needs calibration data (pass calibration=...; with companion report, "
+                   "x_calib in the .npz)")
+
+
 def _variants(model: nn.Module, x: torch.Tensor, calibration: Iterable | None,
-              cfg: ReportConfig) -> list[tuple[str, Callable[[], Variant]]]:
-    """``(name, build)`` pairs: each ``build()`` makes one variant (and may fail alone)."""
+              cfg: ReportConfig, output_fn: Callable[[Any], torch.Tensor] = _logits
+              ) -> list[tuple[str, Callable[[], Variant]]]:
+    """``(name, build)`` pairs: each ``build()`` makes one variant (and may fail alone).
+
+    ``model`` is the report's own eval-mode copy.
+    """
     from . import infer, prune, quant, sparse
+
+    exported = infer.is_exported(model)
+    no_modules = ("a torch.export program has no nn.Module layers to {what}; pass the model "
+                  "itself (companion report: a state dict and --arch)")
 
     def plain(m: nn.Module) -> tuple[str, nn.Module]:
         """The fastest plain fp32 way to run ``m`` (every float row gets the same chance)."""
@@ -126,54 +220,83 @@ def _variants(model: nn.Module, x: torch.Tensor, calibration: Iterable | None,
     def fastest() -> Variant:
         how, fast = plain(model)
         return _torch_variant(f"fp32, {how}", "fastest plain fp32: speed-up baseline",
-                              fast, x, size=_state_dict_bytes(model), counted=model)
+                              fast, x, size=_state_dict_bytes(model), counted=model,
+                              output_fn=output_fn)
 
     def dynamic() -> Variant:
+        if exported:
+            raise ValueError(no_modules.format(what="swap for int8 kernels"))
         q = quant.quantize_model(model, quant.DynamicInt8Config())
-        return _torch_variant("int8 dynamic", "torch.ao int8 Linear kernels", q, x,
-                              float_weights=False)
+        return _torch_variant("int8 dynamic",
+                              "torch.ao int8 Linear kernels; activation ranges measured at "
+                              "run time (no calibration)", q, x, float_weights=False,
+                              output_fn=output_fn)
 
     def static() -> Variant:
+        from .pt2e import compile_int8, quantize_pt2e
+
         if calibration is None:
-            raise ValueError("needs calibration data")
-        q = quant.quantize_model(model, quant.StaticInt8Config(calibration=calibration))
-        return _torch_variant("int8 static", "torch.ao int8 kernels end to end", q, x,
-                              float_weights=False)
+            raise ValueError(_NO_CALIBRATION)
+        batches = 8
+        n = _count(calibration, batches)
+        graph = quantize_pt2e(_LogitsOnly(model, output_fn), x, calibration,
+                              num_batches=batches)
+        run_int8 = compile_int8(graph, x)
+        return Variant("int8 static",
+                       "PT2E: torchao X86InductorQuantizer + torch.compile int8 kernels; "
+                       f"{_calibrated_on(n, x)}",
+                       size_bytes=_state_dict_bytes(graph), run=lambda: run_int8(x),
+                       predict=run_int8)
 
     def pruned(s: float) -> Variant:
+        if exported:
+            raise ValueError(no_modules.format(what="prune"))
         p = prune.remove(prune.prune(model, s))
         size = len(sparse.encode(p, sparse.SparseConfig(values="float32")))
         how, fast = plain(p)
-        return _torch_variant(f"pruned {s:.0%}", f"sparse fp32 file (LZMA); dense kernels, {how}",
-                              fast, x, size=size, counted=p)
+        return _torch_variant(f"pruned {s:.0%}",
+                              f"magnitude pruning, not fine-tuned; sparse fp32 file (LZMA); "
+                              f"dense kernels, {how}",
+                              fast, x, size=size, counted=p, output_fn=output_fn)
 
     def channels() -> Variant:
-        small = prune.prune_channels(model, cfg.channel_ratio)
+        if exported:
+            raise ValueError(no_modules.format(what="prune"))
+        # the book's hand-followed chain for Sequential models, the traced graph otherwise
+        traced = None if isinstance(model, nn.Sequential) else x[:2]
+        small = prune.prune_channels(model, cfg.channel_ratio, example_input=traced)
         how, fast = plain(small)
         return _torch_variant(f"channels -{cfg.channel_ratio:.0%}",
                               f"smaller dense model, not fine-tuned; {how}", fast, x,
-                              size=_state_dict_bytes(small), counted=small)
+                              size=_state_dict_bytes(small), counted=small,
+                              output_fn=output_fn)
 
-    exported: dict[str, bytes] = {}  # the fp32 export, shared by both ONNX rows
+    onnx_fp32: dict[str, bytes] = {}  # the fp32 export, shared by both ONNX rows
 
     def onnx(int8: bool) -> Variant:
-        if "fp32" not in exported:
-            exported["fp32"] = infer.export_onnx(model, x)
+        if int8 and calibration is None:
+            raise ValueError(_NO_CALIBRATION)
+        if "fp32" not in onnx_fp32:
+            with torch.inference_mode():
+                plain_tensor = isinstance(model(x), torch.Tensor)
+            onnx_fp32["fp32"] = infer.export_onnx(
+                model if plain_tensor else _LogitsOnly(model, output_fn), x)
         if int8:
-            if calibration is None:
-                raise ValueError("needs calibration data")
             calib = torch.cat([b[0] for _, b in zip(range(8), calibration, strict=False)])
-            data = infer.quantize_onnx_int8(exported["fp32"], calib)
+            data = infer.quantize_onnx_int8(onnx_fp32["fp32"], calib)
+            note = f"ONNX Runtime static int8 (QDQ); {_calibrated_on(len(calib), x)}"
         else:
-            data = exported["fp32"]
+            data = onnx_fp32["fp32"]
+            note = "another engine (section 3.3)"
         session = infer.ort_session(data, threads=cfg.threads)
         return Variant(
-            f"ONNX Runtime {'int8' if int8 else 'fp32'}", "another engine (section 3.3)",
+            f"ONNX Runtime {'int8' if int8 else 'fp32'}", note,
             size_bytes=len(data), run=infer.ort_runner(session, x),
             predict=lambda inp: torch.from_numpy(infer.ort_predict(session, inp)))
 
+    given = ("the torch.export program as given" if exported else "the model as given")
     builds: list[tuple[str, Callable[[], Variant]]] = [
-        ("fp32", lambda: _torch_variant("fp32", "the model as given", model, x)),
+        ("fp32", lambda: _torch_variant("fp32", given, model, x, output_fn=output_fn)),
         ("fp32 fastest", fastest)]
     if "dynamic" in cfg.int8:
         builds.append(("int8 dynamic", dynamic))
@@ -197,22 +320,62 @@ def _accuracy(predict: Callable[[torch.Tensor], torch.Tensor], loader: Iterable)
     return correct / total
 
 
+def _check_first_batch(model: nn.Module, xb: Any, yb: Any,
+                       output_fn: Callable[[Any], torch.Tensor]) -> None:
+    """Run the model once on the first evaluation batch; a clear ValueError if that fails."""
+    if not isinstance(xb, torch.Tensor):
+        raise TypeError(f"eval_loader must yield (inputs, labels) with a tensor of inputs, "
+                        f"got {type(xb).__name__}")
+    if xb.is_floating_point() and not torch.isfinite(xb).all():
+        raise ValueError("eval_loader: the first batch of inputs contains NaN or inf")
+    shape = f"shape {tuple(xb.shape)}, dtype {str(xb.dtype).replace('torch.', '')}"
+    try:
+        with torch.inference_mode():
+            out = model(xb)
+    except Exception as err:  # noqa: BLE001 - a user model fails in many ways
+        raise ValueError(f"eval_loader: the model fails on a batch of {shape} "
+                         f"({type(err).__name__}: {_reason(err)})") from err
+    logits = output_fn(out)
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"output_fn: the model's logits must have shape (batch, classes), "
+                         f"got {got}")
+    labels = torch.as_tensor(yb)
+    if labels.is_floating_point() or labels.dim() != 1 or len(labels) != len(xb):
+        raise ValueError(f"eval_loader: labels must be a 1-D integer tensor, one per input, "
+                         f"got dtype {labels.dtype} and shape {tuple(labels.shape)}")
+    classes = logits.shape[1]
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+        raise ValueError(f"eval_loader: labels must be in [0, {classes}) for a model with "
+                         f"{classes} outputs, got labels from {int(labels.min())} to "
+                         f"{int(labels.max())}")
+
+
 def optimization_report(model: nn.Module, eval_loader: Iterable, *,
                         calibration: Iterable | None = None,
                         config: ReportConfig | None = None,
-                        progress: bool = True) -> Table:
+                        progress: bool = True,
+                        output_fn: Callable[[Any], torch.Tensor] | None = None) -> Table:
     """Apply the book's techniques to ``model`` and measure each variant.
 
     Args:
-        model: a trained float model on the CPU (left unchanged).
+        model: a trained float model on the CPU, or a module from
+            ``torch.export.load(path).module()``. Left exactly as it was,
+            weights and train/eval mode included: the variants are built from
+            an eval-mode copy.
         eval_loader: ``(inputs, labels)`` batches for accuracy; its first batch
-            also gives the input shape for latency and export.
-        calibration: ``(inputs, labels)`` batches for static int8's activation
-            ranges, taken from training or validation data. Without it the
-            static row says "not applicable" (calibrating on the evaluation
-            data would leak it into the result).
+            also gives the input shape for latency and export. Inputs may be
+            float or integer (token ids).
+        calibration: ``(inputs, labels)`` batches for the activation ranges of
+            static int8 (PyTorch and ONNX Runtime), taken from training or
+            validation data. Without it those rows say "not applicable"
+            (calibrating on the evaluation data would leak it into the result).
         config: which variants, batch size, threads and repeats.
         progress: show a progress bar over the variants.
+        output_fn: maps the model's output to its logits ``(batch, classes)``.
+            Default: a tensor as it is, else the output's ``.logits`` (a
+            HuggingFace ``ModelOutput``), its ``["logits"]`` (a dict) or its
+            first element (a tuple or list).
 
     Returns:
         A :class:`~companion.measure.Table` with one row per variant: bytes,
@@ -221,21 +384,45 @@ def optimization_report(model: nn.Module, eval_loader: Iterable, *,
         Its title names the CPU (:func:`companion.measure.cpu_info`).
 
     Raises:
-        TypeError: ``model`` is not a module.
-        ValueError: ``eval_loader`` yields nothing.
+        TypeError: ``model`` is not a module, ``output_fn`` is not callable, or
+            the logits cannot be found in the model's output (pass ``output_fn``).
+        ValueError: ``eval_loader`` yields nothing; the model fails on its
+            first batch (the message gives the batch's shape); the logits are
+            not ``(batch, classes)``; labels are out of range for the number
+            of logits; inputs contain NaN or inf.
     """
+    from .infer import eval_copy, is_exported
+
     check_module(model, "model")
+    if output_fn is not None and not callable(output_fn):
+        raise TypeError(f"output_fn must be callable or None, got {type(output_fn).__name__}")
+    out_fn = output_fn or _logits
     cfg = config or ReportConfig()
     first = next(iter(eval_loader), None)
     if first is None:
         raise ValueError("eval_loader yielded no batch")
     xb = first[0]
-    reps = -(-cfg.batch_size // len(xb))
-    x = torch.cat([xb] * reps)[: cfg.batch_size].contiguous()
-    model = model.eval()
+    with contextlib.ExitStack() as stack:
+        try:    # the variants are built from a copy: the caller's model stays as it was
+            work = eval_copy(model)
+        except Exception:  # noqa: BLE001 - not deep-copyable: use it, restore its modes after
+            work = model
+            if not is_exported(model):
+                stack.enter_context(evaluating(model))
+        _check_first_batch(work, xb, first[1], out_fn)
+        reps = -(-cfg.batch_size // len(xb))
+        x = torch.cat([xb] * reps)[: cfg.batch_size].contiguous()
+        rows, runs = _build_rows(work, x, eval_loader, calibration, cfg, out_fn, progress)
+        return _measure(rows, runs, cfg)
+
+
+def _build_rows(model: nn.Module, x: torch.Tensor, eval_loader: Iterable,
+                calibration: Iterable | None, cfg: ReportConfig,
+                output_fn: Callable[[Any], torch.Tensor], progress: bool
+                ) -> tuple[list[dict[str, Any]], dict[str, Callable[[], Any]]]:
     rows: list[dict[str, Any]] = []
     runs: dict[str, Callable[[], Any]] = {}
-    builds = _variants(model, x, calibration, cfg)
+    builds = _variants(model, x, calibration, cfg, output_fn)
     for name, build in tqdm(builds, desc="report", disable=not progress):
         try:
             v = build()
@@ -246,8 +433,14 @@ def optimization_report(model: nn.Module, eval_loader: Iterable, *,
         except Exception as err:  # one variant failing must not hide the others
             if name == "fp32":
                 raise
-            row = {"variant": name, "note": f"not applicable: {err}"}
+            row = {"variant": name, "note": f"not applicable: {_reason(err)}"}
         rows.append(row)
+    return rows, runs
+
+
+def _measure(rows: list[dict[str, Any]], runs: dict[str, Callable[[], Any]],
+             cfg: ReportConfig) -> Table:
+    """Time every built variant together and fill in the derived columns."""
     base = rows[1]["variant"] if rows[1]["variant"] in runs else rows[0]["variant"]
     timing = compare_latency(runs, baseline=base, rounds=max(cfg.repeats, 2),
                              threads=cfg.threads)

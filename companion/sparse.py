@@ -6,7 +6,7 @@ stores *where* the non-zeros are and *what* they are, compactly:
 
 1. **positions**: a bitmap (one bit per weight) or the gaps between
    consecutive non-zeros (``index="delta"``, Han et al.'s relative index);
-2. **values**: float32 (exact), float16, affine codes from
+2. **values**: float32 (exact; float64 tensors keep float64), float16, affine codes from
    :mod:`companion.quant` (``values="quant"``), or indices into a small
    codebook found by k-means (``values="kmeans"``, weight sharing);
 3. an ordinary entropy coder over the result (``lzma``, ``zlib`` or ``gzip``
@@ -53,7 +53,8 @@ class SparseConfig:
 
     Attributes:
         index: ``"bitmap"`` or ``"delta"`` (gaps between non-zeros).
-        values: ``"float32"`` (exact), ``"float16"``, ``"quant"`` (affine codes,
+        values: ``"float32"`` (exact: float64 tensors keep their float64 values,
+            the other float dtypes fit in float32), ``"float16"``, ``"quant"`` (affine codes,
             :func:`companion.quant.quantize`) or ``"kmeans"`` (shared weights).
         bits: bits per value: 2..8 for ``"quant"`` (the affine quantizer's range),
             1..8 for ``"kmeans"`` (1 bit = a two-value codebook).
@@ -84,11 +85,22 @@ def kmeans_1d(values: torch.Tensor, k: int, iters: int = 30) -> tuple[torch.Tens
     Centroids start evenly spaced between min and max, as in Deep Compression
     (it keeps a few large weights, which matter, their own centroids).
 
+    Args:
+        values: a non-empty, finite floating-point tensor (flattened).
+        k: number of centroids, 1 to 256.
+        iters: at most this many Lloyd iterations (0: the evenly spaced
+            initial centroids).
+
     Returns:
         ``(codebook, codes)``: sorted float32 centroids and a uint8 code per value.
+
+    Raises:
+        TypeError: ``values`` not a floating-point tensor, ``k`` or ``iters`` not an int.
+        ValueError: ``values`` empty or not finite, ``k`` outside 1..256, ``iters`` < 0.
     """
     values = check_tensor(values, "values", floating=True).detach().float().flatten().cpu()
     k = check_int(k, "k", min_value=1, max_value=256)
+    iters = check_int(iters, "iters", min_value=0)
     centroids = torch.linspace(float(values.min()), float(values.max()), k)
     for _ in range(iters):
         codes = torch.bucketize(values, (centroids[1:] + centroids[:-1]) / 2)
@@ -112,8 +124,10 @@ def _uint(max_value: int) -> np.dtype:
 
 
 def _encode_values(vals: torch.Tensor, cfg: SparseConfig) -> tuple[dict, list[np.ndarray]]:
-    if cfg.values == "float32":
-        return {}, [vals.numpy().astype(np.float32)]
+    if cfg.values == "float32":  # exact: float64 stays float64, the rest fits in float32
+        return {}, [vals.numpy().astype(np.float64 if vals.dtype == torch.float64
+                                        else np.float32)]
+    vals = vals.float()
     if cfg.values == "float16":
         return {}, [vals.numpy().astype(np.float16)]
     if cfg.values == "kmeans":
@@ -131,7 +145,8 @@ def _encode_values(vals: torch.Tensor, cfg: SparseConfig) -> tuple[dict, list[np
 def _decode_values(meta: dict, parts: list[np.ndarray], n: int) -> torch.Tensor:
     kind = meta["values"]
     if kind in ("float32", "float16"):
-        return torch.from_numpy(parts[0].astype(np.float32))  # astype copies
+        dtype = np.float64 if parts[0].dtype == np.float64 else np.float32
+        return torch.from_numpy(parts[0].astype(dtype))  # astype copies
     if kind == "kmeans":
         book, codes = torch.from_numpy(parts[0].copy()), torch.from_numpy(parts[1].astype(np.int64))
         return book[codes]
@@ -148,7 +163,9 @@ def _encode_tensor(t: torch.Tensor, cfg: SparseConfig) -> tuple[dict, list[np.nd
     if not t.is_floating_point() or t.dim() < cfg.min_dim:
         meta["kind"] = "dense"
         return meta, [t.detach().cpu().numpy()]
-    flat = t.detach().float().flatten().cpu()
+    flat = t.detach().flatten().cpu()
+    if flat.dtype != torch.float64:  # float64 keeps its precision (and its tiny non-zeros)
+        flat = flat.float()
     nz = torch.nonzero(flat).flatten()
     meta.update(kind="sparse", index=cfg.index, values=cfg.values, nnz=len(nz))
     if cfg.index == "bitmap":
@@ -169,14 +186,14 @@ def _decode_tensor(meta: dict, parts: list[np.ndarray]) -> torch.Tensor:
     if meta["kind"] == "dense":
         return torch.from_numpy(parts[0].copy()).reshape(shape).to(dtype)
     n = int(np.prod(shape)) if shape else 1
-    flat = torch.zeros(n)
+    flat = torch.zeros(n, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
     if meta["nnz"]:
         if meta["index"] == "bitmap":
             bits = np.unpackbits(parts[0], count=n).astype(bool)
             nz = torch.from_numpy(np.flatnonzero(bits))
         else:
             nz = torch.cumsum(torch.from_numpy(parts[0].astype(np.int64)) + 1, 0) - 1
-        flat[nz] = _decode_values(meta, parts[1:], meta["nnz"])
+        flat[nz] = _decode_values(meta, parts[1:], meta["nnz"]).to(flat.dtype)
     return flat.reshape(shape).to(dtype)
 
 
@@ -222,23 +239,44 @@ def decode(data: bytes) -> dict[str, torch.Tensor]:
     """A dense state dict from the bytes written by :func:`encode`.
 
     Raises:
-        ValueError: ``data`` is not such a file.
+        TypeError: ``data`` is not bytes.
+        ValueError: ``data`` is not such a file, or it is truncated or corrupt.
     """
-    if not isinstance(data, (bytes, bytearray)) or not data.startswith(MAGIC):
-        raise ValueError("data: not a companion.sparse file")
-    codec = data[len(MAGIC):len(MAGIC) + 8].decode().strip()
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data must be bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if not data.startswith(MAGIC):
+        raise ValueError("data: not a companion.sparse file (no CNNSPZ1 header)")
+    codec = data[len(MAGIC):len(MAGIC) + 8].decode("ascii", errors="replace").strip()
     if codec not in _CODECS:
         raise ValueError(f"data: unknown codec {codec!r}")
-    payload = _CODECS[codec][1](bytes(data[len(MAGIC) + 8:]))
+    try:
+        return _decode_payload(_CODECS[codec][1](data[len(MAGIC) + 8:]))
+    except (lzma.LZMAError, zlib.error, OSError, EOFError, struct.error, ValueError, KeyError,
+            TypeError, IndexError, AttributeError, RuntimeError) as e:
+        raise ValueError(f"data: not a valid companion.sparse file (truncated or corrupt: "
+                         f"{type(e).__name__}: {e})") from e
+
+
+def _decode_payload(payload: bytes) -> dict[str, torch.Tensor]:
     (hlen,) = struct.unpack("<I", payload[:4])
     header = json.loads(payload[4:4 + hlen])
     buf, out = io.BytesIO(payload[4 + hlen:]), {}
     for meta in header["tensors"]:
+        if not isinstance(getattr(torch, meta["dtype"], None), torch.dtype):
+            raise ValueError(f"unknown dtype {meta['dtype']!r}")
         parts = []
         for dt, count in meta["parts"]:
             dtype = np.dtype(dt)
-            parts.append(np.frombuffer(buf.read(dtype.itemsize * count), dtype=dtype))
+            if dtype.hasobject or count < 0:
+                raise ValueError(f"bad part {dt!r} x {count}")
+            raw = buf.read(dtype.itemsize * count)
+            if len(raw) != dtype.itemsize * count:
+                raise ValueError(f"tensor {meta['name']!r} is cut short")
+            parts.append(np.frombuffer(raw, dtype=dtype))
         out[meta["name"]] = _decode_tensor(meta, parts)
+    if buf.read(1):
+        raise ValueError("bytes left over after the last tensor")
     return out
 
 

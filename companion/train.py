@@ -6,17 +6,28 @@ import copy
 import random
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm  # text bars: widget bars would need JavaScript from a CDN in the book
 
-from ._checks import check_float, check_int, check_module, evaluating
+from ._checks import (
+    check_bool,
+    check_callable,
+    check_float,
+    check_int,
+    check_module,
+    evaluating,
+)
 
-__all__ = ["set_seed", "default_device", "History", "fit", "evaluate", "predict_logits", "clone"]
+__all__ = ["set_seed", "default_device", "History", "fit", "evaluate", "predict_logits", "clone",
+           "logits_of"]
+
+OutputFn = Callable[[Any], torch.Tensor]
 
 
 def set_seed(seed: int) -> torch.Generator:
@@ -76,16 +87,91 @@ def _batches(loader: Iterable, device: torch.device):
         yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
 
+def logits_of(output: Any) -> torch.Tensor:
+    """The logits tensor in a model's output (the default ``output_fn`` of the library).
+
+    A tensor is returned as it is. From a structured output it takes:
+
+    * a Mapping (a dict, a HuggingFace ``ModelOutput``) with a ``"logits"`` key: that value;
+    * an object with a ``logits`` tensor attribute (a dataclass, a named tuple): that;
+    * a tuple or list whose first element is a tensor: the first element.
+
+    Args:
+        output: what ``model(x)`` returned.
+
+    Returns:
+        The logits tensor (the same object, not a copy).
+
+    Raises:
+        TypeError: no logits tensor could be found; pass ``output_fn=`` to say
+            where the logits are (e.g. ``output_fn=lambda out: out["scores"]``).
+    """
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, Mapping) and isinstance(output.get("logits"), torch.Tensor):
+        return output["logits"]
+    logits = getattr(output, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    raise TypeError(f"output: the model returned a {type(output).__name__} without a logits tensor "
+                    "(no tensor, no 'logits' key or attribute, no tensor first in a tuple): "
+                    "pass output_fn=, a function that maps the model's output to its logits")
+
+
+def _output_fn(output_fn: OutputFn | None) -> OutputFn:
+    """``output_fn`` checked, wrapped so that its result must be a tensor; default logits_of."""
+    if output_fn is None:
+        return logits_of
+    check_callable(output_fn, "output_fn")
+
+    def apply(output: Any) -> torch.Tensor:
+        logits = output_fn(output)
+        if not isinstance(logits, torch.Tensor):
+            raise TypeError(f"output_fn must return a torch.Tensor, got {type(logits).__name__}")
+        return logits
+
+    return apply
+
+
+def _no_batch(name: str) -> ValueError:
+    return ValueError(f"{name} yielded no batch (an empty loader)")
+
+
+def _check_not_empty(loader: Iterable, name: str) -> None:
+    """Refuse a loader whose ``len`` is 0 before any work starts."""
+    if loader is None or not isinstance(loader, Iterable):
+        raise TypeError(f"{name} must be an iterable of batches, got {type(loader).__name__}")
+    if hasattr(loader, "__len__") and len(loader) == 0:
+        raise _no_batch(name)
+
+
 @torch.no_grad()
 def predict_logits(model: nn.Module, loader: Iterable,
-                   device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """All logits and labels of ``loader``, computed in eval mode (mode restored after)."""
+                   device: torch.device | str | None = None, *,
+                   output_fn: OutputFn | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """All logits and labels of ``loader``, computed in eval mode (mode restored after).
+
+    Args:
+        model: run in eval mode under ``no_grad``; its modes are restored.
+        loader: yields ``(inputs, labels)``.
+        device: default: the device of the model's parameters.
+        output_fn: maps ``model(x)`` to its logits tensor; default :func:`logits_of`
+            (a tensor as is, else the ``logits`` of a dict / ``ModelOutput`` /
+            dataclass, or the first element of a tuple).
+
+    Raises:
+        ValueError: ``loader`` yielded no batch.
+        TypeError: the model's output holds no logits tensor (pass ``output_fn``).
+    """
     check_module(model, "model")
+    get_logits = _output_fn(output_fn)
     device = torch.device(device) if device is not None else _model_device(model)
     logits, labels = [], []
     with evaluating(model):
         for x, y in _batches(loader, device):
-            logits.append(model(x).float().cpu())
+            logits.append(get_logits(model(x)).float().cpu())
             labels.append(y.cpu())
     if not logits:
         raise ValueError("loader yielded no batch")
@@ -93,9 +179,14 @@ def predict_logits(model: nn.Module, loader: Iterable,
 
 
 def evaluate(model: nn.Module, loader: Iterable,
-             device: torch.device | str | None = None) -> float:
-    """Top-1 accuracy in [0, 1] of ``model`` over ``loader`` (eval mode, no gradients)."""
-    logits, labels = predict_logits(model, loader, device)
+             device: torch.device | str | None = None, *,
+             output_fn: OutputFn | None = None) -> float:
+    """Top-1 accuracy in [0, 1] of ``model`` over ``loader`` (eval mode, no gradients).
+
+    ``output_fn`` maps the model's output to its logits (default :func:`logits_of`);
+    see :func:`predict_logits`.
+    """
+    logits, labels = predict_logits(model, loader, device, output_fn=output_fn)
     return (logits.argmax(1) == labels).float().mean().item()
 
 
@@ -113,7 +204,8 @@ def fit(model: nn.Module, train_loader: Iterable, *, epochs: int = 1,
         val_loader: Iterable | None = None, scheduler: object | None = None,
         device: torch.device | str | None = None,
         after_step: Callable[[int], None] | None = None,
-        progress: bool = True, desc: str = "train") -> History:
+        progress: bool = True, desc: str = "train",
+        output_fn: OutputFn | None = None) -> History:
     """Train ``model`` in place and return its :class:`History`.
 
     Args:
@@ -130,13 +222,28 @@ def fit(model: nn.Module, train_loader: Iterable, *, epochs: int = 1,
             (pruning schedules use it).
         progress: show a tqdm progress bar.
         desc: the progress bar's label.
+        output_fn: maps ``model(x)`` to the logits given to ``loss_fn`` (and to
+            the validation accuracy); default :func:`logits_of` (a tensor as
+            is; the ``logits`` of a dict, ``ModelOutput`` or dataclass; the
+            first element of a tuple).
 
     Raises:
-        ValueError: the loss becomes NaN or infinite (training stops there).
+        ValueError: ``train_loader`` yields no batch, or the loss becomes NaN
+            or infinite (training stops there).
+        TypeError: the model's output holds no logits tensor (pass ``output_fn``),
+            or an argument of the wrong type.
     """
     check_module(model, "model")
     epochs = check_int(epochs, "epochs", min_value=1)
     check_float(lr, "lr", min_value=0.0, min_inclusive=False)
+    check_bool(progress, "progress")
+    check_callable(loss_fn, "loss_fn", optional=True)
+    check_callable(after_step, "after_step", optional=True)
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got "
+                        f"{type(optimizer).__name__}")
+    _check_not_empty(train_loader, "train_loader")
+    get_logits = _output_fn(output_fn)
     device = torch.device(device) if device is not None else default_device()
     model.to(device)
     optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=lr)
@@ -152,10 +259,10 @@ def fit(model: nn.Module, train_loader: Iterable, *, epochs: int = 1,
               mininterval=1.0 if tty else 15.0) as bar:
         for epoch in range(epochs):
             model.train()
-            running, count = 0.0, 0
+            running, count, epoch_steps = 0.0, 0, 0
             for x, y in _batches(train_loader, device):
                 optimizer.zero_grad(set_to_none=True)
-                loss = loss_fn(model(x), y)
+                loss = loss_fn(get_logits(model(x)), y)
                 if not torch.isfinite(loss):
                     raise ValueError(f"loss became {loss.item()} at step {history.steps}; "
                                      "lower the learning rate")
@@ -168,11 +275,15 @@ def fit(model: nn.Module, train_loader: Iterable, *, epochs: int = 1,
                     after_step(history.steps)
                 running += loss.item() * len(y)
                 count += len(y)
+                epoch_steps += 1
                 bar.update(1)
+            if epoch_steps == 0:
+                raise _no_batch("train_loader")
             history.train_loss.append(running / max(count, 1))
             postfix = {"epoch": epoch + 1, "loss": f"{history.train_loss[-1]:.4f}"}
             if val_loader is not None:
-                history.val_acc.append(evaluate(model, val_loader, device))
+                history.val_acc.append(evaluate(model, val_loader, device,
+                                                output_fn=output_fn))
                 postfix["val_acc"] = f"{history.val_acc[-1]:.4f}"
             bar.set_postfix(postfix, refresh=tty)
     history.seconds = time.perf_counter() - start

@@ -45,6 +45,7 @@ from companion import (
     optim,
     parallel,
     prune,
+    pt2e,
     quant,
     regularize,
     sparse,
@@ -121,6 +122,12 @@ CASES: list[Case] = [
          lambda: {"model": _mlp(), "example_input": _x(), "runs": 1, "warmup": 0},
          bad={"runs": [0], "warmup": [-1], "threads": [0], "top": [0]},
          no_auto=("example_input",)),
+    Case("infer.is_exported", infer.is_exported, lambda: {"model": _mlp()}),
+    Case("infer.eval_copy", infer.eval_copy, lambda: {"model": _mlp()}),
+    Case("pt2e.quantize_pt2e", pt2e.quantize_pt2e,
+         lambda: {"model": models.SmallCNN(4, 8, 8), "example_input": _x(),
+                  "calibration": [(_x(), _y())], "num_batches": 1},
+         bad={"num_batches": [0], "calibration": [[]]}, no_auto=("example_input",)),
     Case("infer.fold_batchnorm", infer.fold_batchnorm, lambda: {"model": models.SmallCNN(4, 8, 8)}),
     Case("infer.fastest_fp32", infer.fastest_fp32,
          lambda: {"model": models.SmallCNN(4, 8, 8), "example_input": _x(), "rounds": 2},
@@ -309,6 +316,8 @@ NOT_SWEPT: dict[str, str] = {
        for n in ("count_trainable", "LeNet300100", "LeNet5", "SmallCNN")},
     "train.default_device": "takes a preference string; falls back to the CPU by design",
     "train.History": "a result dataclass",
+    "train.logits_of": "takes any model output (tensor, .logits, dict, tuple); tested in "
+                       "test_models_train.py",
     **{f"measure.{n}": "a result dataclass or table" for n in
        ("Table", "SizeReport", "ParamReport", "FlopReport", "LatencyReport", "CPUInfo",
         "LatencyComparison")},
@@ -325,6 +334,8 @@ NOT_SWEPT: dict[str, str] = {
     **{f"quant.{n}": "takes a QTensor made by quantize(); tested in test_quant.py"
        for n in ("dequantize", "error_bound", "pack")},
     "quant.fusion_groups": "takes a Sequential; tested in test_quant.py",
+    "pt2e.compile_int8": "takes the GraphModule quantize_pt2e returns and compiles it "
+                         "(seconds); tested in test_pt2e.py",
     **{f"quant.{n}": "in-place QAT/PTQ steps; tested in test_quant.py" for n in
        ("prepare_qat_", "calibrate_fake_quant_", "convert_qat_", "quantize_model_")},
     **{f"prune.{n}": "in place by name; tested in test_prune.py" for n in
@@ -367,7 +378,8 @@ NOT_SWEPT: dict[str, str] = {
        ("ReportConfig", "Variant", "optimization_report", "plot_report")},
 }
 
-_SWEPT_MODULES = ("data", "models", "train", "measure", "plot", "quant", "prune", "sparse",
+_SWEPT_MODULES = ("data", "models", "train", "measure", "plot", "quant", "pt2e", "prune",
+                  "sparse",
                   "architectures", "distill", "lr", "optim", "regularize", "infer", "amp",
                   "dynamic", "parallel", "apps", "report")
 

@@ -1,3 +1,5 @@
+from dataclasses import dataclass
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -172,3 +174,141 @@ def test_cache_teacher_logits_bad_input(tiny_data):
     with pytest.raises(ValueError, match="hint"):
         distill.distill(models.LeNet300100(16, 8), teacher, cached, device="cpu",
                         hint=distill.Hint("relu1", "relu1", nn.Linear(16, 16)))
+
+
+# --------------------------------------------------------------------------- regressions
+@pytest.mark.parametrize("labels,exc", [
+    ([0, 1, 2, 3], TypeError),                       # not a tensor
+    (torch.zeros(4), TypeError),                     # float labels
+    (torch.zeros(4, dtype=torch.bool), TypeError),
+    (torch.zeros(4, 1, dtype=torch.long), ValueError),
+    (torch.zeros(3, dtype=torch.long), ValueError),
+    (torch.full((4,), 10), ValueError),              # class 10 of 10
+    (torch.full((4,), -1), ValueError),
+])
+def test_kd_loss_checks_labels(labels, exc):
+    s, t = torch.randn(4, 10), torch.randn(4, 10)
+    with pytest.raises(exc, match="labels"):
+        distill.kd_loss(s, t, labels, temperature=2.0, alpha=0.5)
+
+
+def test_kd_loss_checks_logits():
+    s, y = torch.randn(4, 10), torch.randint(0, 10, (4,))
+    with pytest.raises(TypeError, match="teacher_logits"):
+        distill.kd_loss(s, [[0.0] * 10] * 4, y, temperature=2.0, alpha=0.5)
+    with pytest.raises(TypeError, match="teacher_logits"):
+        distill.kd_loss(s, torch.zeros(4, 10, dtype=torch.long), y, temperature=2.0, alpha=0.5)
+    with pytest.raises(ValueError, match="teacher_logits"):
+        distill.kd_loss(s, torch.randn(3, 10), y, temperature=2.0, alpha=0.5)
+    with pytest.raises(ValueError, match="student_logits"):
+        distill.kd_loss(torch.randn(4, 10, 1), torch.randn(4, 10, 1), y, temperature=2.0,
+                        alpha=0.5)
+
+
+def test_hint_loss_checks_its_inputs():
+    reg = nn.Linear(3, 5)
+    with pytest.raises(TypeError, match="teacher_features"):
+        distill.hint_loss(torch.randn(4, 3), [1.0], reg)
+    with pytest.raises(TypeError, match="student_features"):
+        distill.hint_loss((torch.randn(4, 3),), torch.randn(4, 5), reg)
+    with pytest.raises(TypeError, match="student_features"):
+        distill.hint_loss(torch.ones(4, 3, dtype=torch.long), torch.randn(4, 5), reg)
+    with pytest.raises(ValueError, match="regressor cannot map student_features"):
+        distill.hint_loss(torch.randn(4, 7), torch.randn(4, 5), reg)
+    with pytest.raises(ValueError, match="teacher features"):
+        distill.hint_loss(torch.randn(4, 3), torch.randn(4, 6), reg)
+    with pytest.raises(TypeError, match="regressor must return"):
+        distill.hint_loss(torch.randn(4, 3), torch.randn(4, 5), _Pair())
+    with pytest.raises(TypeError, match="regressor"):
+        distill.Hint("a", "b", lambda x: x)
+    with pytest.raises(ValueError, match="weight"):
+        distill.Hint("a", "b", nn.Identity(), weight=float("nan"))
+
+
+class _Pair(nn.Module):
+    def forward(self, x):
+        return x, x
+
+
+class _Empty:
+    def __iter__(self):
+        return iter(())
+
+
+@pytest.mark.parametrize("loader", [[], _Empty()])
+def test_distill_refuses_an_empty_loader(loader):
+    with pytest.raises(ValueError, match="train_loader"):
+        distill.distill(nn.Linear(4, 3), nn.Linear(4, 3), loader, device="cpu")
+
+
+def test_distill_checks_its_options(tiny_data):
+    loaders = data.make_loaders(tiny_data, 32, flatten=True)
+    s, t = models.LeNet300100(8, 8), models.LeNet300100(8, 8)
+    for kwargs, exc, name in [({"config": (4.0, 0.9)}, TypeError, "config"),
+                              ({"lr": float("nan")}, ValueError, "lr"),
+                              ({"hint": "relu1"}, TypeError, "hint"),
+                              ({"output_fn": 3}, TypeError, "output_fn")]:
+        with pytest.raises(exc, match=name):
+            distill.distill(s, t, loaders.train, device="cpu", **kwargs)
+
+
+@dataclass
+class _DataOut:          # the shape of a HuggingFace ModelOutput, without the library
+    logits: torch.Tensor
+    hidden: torch.Tensor | None = None
+
+
+class _Wrapped(nn.Module):
+    def __init__(self, net, kind):
+        super().__init__()
+        self.net, self.kind = net, kind
+
+    def forward(self, x):
+        z = self.net(x)
+        if self.kind == "dataclass":
+            return _DataOut(z)
+        if self.kind == "dict":
+            return {"logits": z, "aux": z.detach()}
+        return (z, z.detach().sum())
+
+
+@pytest.mark.parametrize("kind", ["dataclass", "dict", "tuple"])
+def test_distill_takes_structured_outputs(tiny_data, kind):
+    histories, students = [], []
+    for wrap in (False, True):
+        loaders = data.make_loaders(tiny_data, 32, flatten=True)
+        train.set_seed(0)
+        teacher, student = models.LeNet300100(32, 16), models.LeNet300100(16, 8)
+        if wrap:
+            teacher, student = _Wrapped(teacher, kind), _Wrapped(student, kind)
+        histories.append(distill.distill(student, teacher, loaders.train, epochs=1,
+                                         val_loader=loaders.val, device="cpu"))
+        students.append(student)
+    assert histories[1].train_loss == histories[0].train_loss  # bit-identical
+    assert histories[1].val_acc == histories[0].val_acc
+    assert all(torch.equal(a, b) for a, b in zip(students[0].state_dict().values(),
+                                                   students[1].state_dict().values(),
+                                                   strict=True))
+
+
+def test_distill_output_fn_and_cache(tiny_data):
+    loaders = data.make_loaders(tiny_data, 32, flatten=True)
+    pick = lambda out: out["scores"]  # noqa: E731
+    teacher = _Scores(models.LeNet300100(32, 16))
+    student = _Scores(models.LeNet300100(16, 8))
+    with pytest.raises(TypeError, match="output_fn"):
+        distill.distill(student, teacher, loaders.train, device="cpu")
+    hist = distill.distill(student, teacher, loaders.train, device="cpu", output_fn=pick)
+    assert hist.steps == len(loaders.train)
+    cached = distill.cache_teacher_logits(teacher, loaders.train, output_fn=pick)
+    hist = distill.distill(student, teacher, cached, device="cpu", output_fn=pick)
+    assert hist.steps == len(loaders.train)
+
+
+class _Scores(nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return {"scores": self.net(x)}

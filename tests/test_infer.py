@@ -154,3 +154,61 @@ def test_fastest_fp32_picks_a_candidate_that_computes_the_same():
         assert torch.allclose(base.model(x), model(x), atol=1e-5)
     mlp = infer.fastest_fp32(models.LeNet300100(), torch.randn(4, 784), rounds=2)
     assert mlp.comparison.names == ["eager"]          # nothing to fold, not 4-D
+
+
+# --------------------------------------------------------------------------- integer inputs
+class _TokenModel(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Embedding(50, 8)
+        self.fc = torch.nn.Linear(8, 3)
+
+    def forward(self, ids):
+        return self.fc(self.emb(ids).mean(1))
+
+
+def test_onnx_export_of_token_ids():
+    torch.manual_seed(0)
+    model = _TokenModel().eval()
+    data = infer.export_onnx(model, torch.randint(0, 50, (4, 6)))
+    session = infer.ort_session(data)
+    assert session.get_inputs()[0].type == "tensor(int64)"
+    for batch in (1, 7):
+        ids = torch.randint(0, 50, (batch, 6))
+        with torch.no_grad():
+            ref = model(ids).numpy()
+        np.testing.assert_allclose(infer.ort_runner(session, ids)(), ref, atol=1e-5)
+        np.testing.assert_allclose(infer.ort_predict(session, ids.numpy().astype(np.int32)),
+                                   ref, atol=1e-5)
+    q = infer.quantize_onnx_int8(data, torch.randint(0, 50, (64, 6)))
+    assert infer.ort_predict(infer.ort_session(q), torch.randint(0, 50, (5, 6))).shape == (5, 3)
+
+
+def test_latency_helpers_take_token_ids():
+    model = _TokenModel()
+    ids = torch.randint(0, 50, (4, 6))
+    assert infer.eager_runner(model, ids)().shape == (4, 3)
+    best = infer.fastest_fp32(model, ids, rounds=2)
+    assert best.name == "eager"
+    assert infer.model_bytes_moved(model, ids) > 0
+    with pytest.raises(TypeError, match="example_input"):
+        infer.export_onnx(model, torch.zeros(4, 6, dtype=torch.bool))
+
+
+def test_exported_modules_are_not_switched_to_eval():
+    model = models.LeNet300100(hidden1=8, hidden2=8).eval()
+    gm = torch.export.export(model, (torch.rand(2, 784),),
+                             dynamic_shapes=({0: torch.export.Dim("batch")},)).module()
+    assert infer.is_exported(gm) and not infer.is_exported(model)
+    with pytest.raises(NotImplementedError):
+        gm.eval()                                         # why the helpers must not call it
+    copy = infer.eval_copy(gm)
+    x = torch.rand(3, 784)
+    torch.testing.assert_close(copy(x), model(x))
+    assert infer.eager_runner(gm, x)().shape == (3, 10)
+    assert infer.fastest_fp32(gm, x, rounds=2).name == "eager"
+    session = infer.ort_session(infer.export_onnx(gm, x))
+    np.testing.assert_allclose(infer.ort_runner(session, x)(), model(x).detach().numpy(),
+                               atol=1e-5)
+    train_copy = infer.eval_copy(models.LeNet300100(hidden1=8, hidden2=8).train())
+    assert not train_copy.training

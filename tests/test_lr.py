@@ -178,3 +178,55 @@ def test_scaled_lr():
         lr.scaled_lr(0.1, 32, 0)
     with pytest.raises(TypeError, match="base_batch"):
         lr.scaled_lr(0.1, 32.0, 64)
+
+
+class _Empty:
+    """An empty loader without len(): only running it shows that it is empty."""
+
+    def __iter__(self):
+        return iter(())
+
+
+@pytest.mark.parametrize("loader", [[], _Empty()])
+def test_empty_loader_is_refused_not_looped_on(loader):
+    with pytest.raises(ValueError, match="train_loader"):
+        lr.lr_range_test(_toy_model(), loader, steps=5, device="cpu")
+    opt = torch.optim.SGD(_toy_model().parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="train_loader"):
+        lr.training_curve(_toy_model(), loader, _toy_loader(n=32), optimizer=opt, device="cpu")
+
+
+@pytest.mark.parametrize("kwargs,exc,name", [
+    (dict(kind="step", gamma=-1.0), ValueError, "gamma"),
+    (dict(kind="step", gamma=0.0), ValueError, "gamma"),
+    (dict(kind="step", gamma=float("nan")), ValueError, "gamma"),
+    (dict(kind="step", gamma=float("inf")), ValueError, "gamma"),
+    (dict(kind="step", gamma="0.1"), TypeError, "gamma"),
+    (dict(kind="step", step_size=0), ValueError, "step_size"),
+    (dict(kind="step", step_size=-3), ValueError, "step_size"),
+    (dict(kind="step", step_size=2.5), TypeError, "step_size"),
+    (dict(kind="onecycle", max_lr=-1.0), ValueError, "max_lr"),
+    (dict(kind="onecycle", max_lr=0.0), ValueError, "max_lr"),
+    (dict(kind="onecycle", max_lr=float("nan")), ValueError, "max_lr"),
+])
+def test_schedule_rejects_bad_numbers(kwargs, exc, name):
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    with pytest.raises(exc, match=name):
+        lr.make_schedule(opt, total_steps=30, **kwargs)
+
+
+def test_schedule_step_size_is_used_as_given():
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = lr.make_schedule(opt, "step", total_steps=30, step_size=1, gamma=0.5)
+    opt.step()
+    sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.05)
+
+
+def test_seed_sweep_checks_its_arguments():
+    with pytest.raises(TypeError, match="seeds"):
+        lr.seed_sweep("x", _toy_model, _toy_loader(), _toy_loader(), seeds=3)
+    with pytest.raises(ValueError, match=r"seeds\[1\]"):
+        lr.seed_sweep("x", _toy_model, _toy_loader(), _toy_loader(), seeds=(0, -1))
+    with pytest.raises(TypeError, match="make_model"):
+        lr.seed_sweep("x", "model", _toy_loader(), _toy_loader())

@@ -79,6 +79,100 @@ def test_attention_macs():
     assert r.macs == b * (3 * length * e * e + 2 * length * length * e + length * e * e)
 
 
+def test_functional_attention_block_macs():
+    """A pre-norm block written with F.scaled_dot_product_attention: the attention products
+    are counted (FlopCounterMode alone misses the fused CPU kernel)."""
+    b, t, e, h = 2, 16, 32, 4
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm = nn.LayerNorm(e)
+            self.qkv = nn.Linear(e, 3 * e)
+            self.proj = nn.Linear(e, e)
+            self.mlp = nn.Sequential(nn.Linear(e, 4 * e), nn.GELU(), nn.Linear(4 * e, e))
+
+        def forward(self, x):
+            q, k, v = self.qkv(self.norm(x)).view(b, t, 3, h, e // h).permute(2, 0, 3, 1, 4)
+            a = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+            x = x + self.proj(a.transpose(1, 2).reshape(b, t, e))
+            return x + self.mlp(x)
+
+    r = measure.count_flops(Block(), torch.zeros(b, t, e))
+    linear = b * t * (3 * e * e + e * e + 2 * 4 * e * e)
+    attention = 2 * b * t * t * e          # Q K^T and the weighted sum of V
+    assert r.macs == linear + attention
+    own = {row["layer"]: row["macs"] for row in r.per_layer}
+    assert own["(model)"] == attention      # the functional products sit on the block's row
+
+
+@pytest.mark.filterwarnings("ignore:LSTM with projections")
+def test_transposed_conv_and_projected_lstm_macs():
+    deconv = nn.ConvTranspose2d(8, 4, 2, stride=2)
+    # each input element meets every kernel weight once: 8 x 25 inputs x 4 x 2 x 2
+    assert measure.count_flops(deconv, torch.zeros(1, 8, 5, 5)).macs == 3200
+    lstm = nn.LSTM(input_size=5, hidden_size=8, proj_size=3, num_layers=2)  # warns: no oneDNN
+    steps, batch = 7, 2
+    per_step = 4 * 8 * (5 + 3) + 8 * 3 + 4 * 8 * (3 + 3) + 8 * 3
+    assert measure.count_flops(lstm, torch.zeros(steps, batch, 5)).macs == steps * batch * per_step
+
+
+def test_transformer_fast_path_counted_like_the_plain_path():
+    layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True).eval()
+    t = 8
+    expected = t * 4 * 16 * 16 + 2 * t * t * 16 + 2 * t * 16 * 32
+    assert measure.count_flops(layer, torch.zeros(1, t, 16)).macs == expected
+    assert torch.backends.mha.get_fastpath_enabled()        # restored
+
+
+@pytest.mark.parametrize("kind", ["dynamic", "static", "weight_only", "qat"])
+def test_quantized_models_keep_their_macs(kind):
+    from companion import quant
+
+    x = torch.randn(2, 1, 28, 28)
+    m = models.SmallCNN().eval()
+    calib = [(torch.randn(8, 1, 28, 28), torch.zeros(8, dtype=torch.long))]
+    if kind == "dynamic":
+        q = quant.quantize_model(m, quant.DynamicInt8Config())
+    elif kind == "static":
+        q = quant.quantize_model(m, quant.StaticInt8Config(calibration=calib))
+    elif kind == "weight_only":
+        q = quant.quantize_model(m, quant.WeightOnlyConfig(bits=4))
+    else:
+        q = quant.quantize_model(m, quant.QATConfig(bits=8))
+        quant.calibrate_fake_quant_(q, calib)
+    assert measure.count_flops(q, x).macs == measure.count_flops(m, x).macs
+
+
+def test_dynamic_quantized_lstm_macs():
+    from companion import quant
+
+    m = nn.Sequential(nn.LSTM(8, 4))
+    q = quant.quantize_model(m, quant.DynamicInt8Config())
+    x = torch.zeros(3, 1, 8)
+    assert measure.count_flops(q, x).macs == measure.count_flops(m, x).macs == 3 * 4 * 4 * 12
+
+
+def test_tied_parameters_counted_once():
+    emb, head = nn.Embedding(10, 5), nn.Linear(5, 10, bias=False)
+    head.weight = emb.weight
+    assert measure.count_parameters(nn.ModuleDict({"emb": emb, "head": head})).total == 50
+
+
+@pytest.mark.parametrize("name", ["LeNet300100", "LeNet5", "SmallCNN"])
+def test_flops_agree_with_fvcore(name):
+    fvcore = pytest.importorskip("fvcore.nn")
+    m = getattr(models, name)().eval()
+    x = torch.zeros(2, 1, 28, 28)
+    analysis = fvcore.FlopCountAnalysis(m, x)
+    analysis.unsupported_ops_warnings(False)
+    analysis.uncalled_modules_warnings(False)
+    # fvcore counts one per MAC for products, and also counts batch norm, which we leave out
+    products = {"conv", "linear", "addmm", "matmul", "bmm", "einsum"}
+    expected = sum(v for op, v in analysis.by_operator().items() if op in products)
+    assert measure.count_flops(m, x).macs == expected > 0
+
+
 def test_flops_restores_mode_and_removes_hooks():
     m = models.SmallCNN().train()
     measure.count_flops(m, torch.zeros(1, 1, 28, 28))

@@ -1,3 +1,5 @@
+from dataclasses import dataclass
+
 import pytest
 import torch
 from torch import nn
@@ -100,3 +102,97 @@ def test_clone_is_independent():
     with torch.no_grad():
         c.weight.zero_()
     assert m.weight.abs().sum() > 0
+
+
+class _Empty:
+    def __iter__(self):
+        return iter(())
+
+
+@pytest.mark.parametrize("loader", [[], _Empty()])
+def test_fit_refuses_an_empty_loader(loader):
+    with pytest.raises(ValueError, match="train_loader"):
+        train.fit(nn.Linear(4, 2), loader, progress=False, device="cpu")
+
+
+@pytest.mark.parametrize("kwargs,name", [({"progress": "no"}, "progress"),
+                                         ({"progress": 0}, "progress"),
+                                         ({"loss_fn": "mse"}, "loss_fn"),
+                                         ({"after_step": 3}, "after_step"),
+                                         ({"optimizer": "adam"}, "optimizer"),
+                                         ({"output_fn": "logits"}, "output_fn")])
+def test_fit_rejects_wrong_types(tiny_data, kwargs, name):
+    loaders = data.make_loaders(tiny_data, batch_size=64)
+    with pytest.raises(TypeError, match=name):
+        train.fit(models.LeNet300100(), loaders.train, device="cpu", **kwargs)
+
+
+# --------------------------------------------------------------------------- structured outputs
+class _Out:  # what HuggingFace models return, minus the library: an object with .logits
+    def __init__(self, logits):
+        self.logits, self.hidden = logits, None
+
+
+class _Wrapped(nn.Module):
+    """A LeNet-300-100 whose output is wrapped in a structure."""
+
+    def __init__(self, wrap):
+        super().__init__()
+        self.net, self.wrap = models.LeNet300100(32, 16), wrap
+
+    def forward(self, x):
+        return self.wrap(self.net(x))
+
+
+_WRAPS = {
+    "dataclass": lambda z: _DataOut(logits=z, extra=z.detach()),
+    "object": _Out,
+    "dict": lambda z: {"loss": None, "logits": z},
+    "tuple": lambda z: (z, z.detach().mean()),
+    "list": lambda z: [z],
+}
+
+
+@dataclass
+class _DataOut:
+    logits: torch.Tensor
+    extra: torch.Tensor
+
+
+def test_logits_of():
+    z = torch.randn(2, 3)
+    for wrap in _WRAPS.values():
+        assert train.logits_of(wrap(z)) is z
+    assert train.logits_of(z) is z
+    for bad in ({"scores": z}, (1, z), [], "logits", _Out("not a tensor")):
+        with pytest.raises(TypeError, match="output_fn"):
+            train.logits_of(bad)
+
+
+@pytest.mark.parametrize("kind", list(_WRAPS))
+def test_fit_and_evaluate_take_structured_outputs(tiny_data, kind):
+    histories, nets = [], []
+    for make in (lambda: models.LeNet300100(32, 16), lambda: _Wrapped(_WRAPS[kind])):
+        train.set_seed(0)
+        loaders = data.make_loaders(tiny_data, batch_size=64, flatten=True)
+        nets.append(make())
+        histories.append(train.fit(nets[-1], loaders.train, val_loader=loaders.val,
+                                   progress=False, device="cpu"))
+    (h_plain, h_wrapped), (plain, wrapped) = histories, nets
+    assert h_wrapped.train_loss == h_plain.train_loss  # bit-identical to the plain model
+    assert h_wrapped.val_acc == h_plain.val_acc
+    assert train.evaluate(wrapped, loaders.test) == train.evaluate(plain, loaders.test)
+
+
+def test_output_fn_picks_the_logits(tiny_data):
+    loaders = data.make_loaders(tiny_data, batch_size=64, flatten=True)
+    model = _Wrapped(lambda z: {"scores": z})
+    with pytest.raises(TypeError, match="output_fn"):
+        train.evaluate(model, loaders.test)
+    acc = train.evaluate(model, loaders.test, output_fn=lambda out: out["scores"])
+    assert acc == train.evaluate(model.net, loaders.test)
+    hist = train.fit(model, loaders.train, progress=False, device="cpu",
+                     output_fn=lambda out: out["scores"])
+    assert hist.steps == len(loaders.train)
+    with pytest.raises(TypeError, match="output_fn must return"):
+        train.evaluate(model, loaders.test, output_fn=lambda out: out)

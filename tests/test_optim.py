@@ -64,3 +64,19 @@ def test_bad_arguments():
         optim.Adam(p, betas=(0.9, 1.0))
     with pytest.raises(ValueError, match="start"):
         optim.trajectory(lambda q: q.sum(), (1.0, 2.0, 3.0), lambda ps: optim.GD(ps, lr=0.1))
+
+
+@pytest.mark.parametrize("nesterov", ["yes", 1, None, "False"])
+def test_nesterov_must_be_a_bool(nesterov):
+    with pytest.raises(TypeError, match="nesterov"):
+        optim.Momentum([torch.zeros(2, requires_grad=True)], lr=0.1, nesterov=nesterov)
+
+
+def test_betas_must_be_a_pair():
+    p = [torch.zeros(2, requires_grad=True)]
+    with pytest.raises(ValueError, match="betas"):
+        optim.Adam(p, betas=(0.9,))
+    with pytest.raises(TypeError, match="betas"):
+        optim.AdamW(p, betas=0.9)
+    with pytest.raises(ValueError, match="lr"):
+        optim.Adam(p, lr=float("nan"))

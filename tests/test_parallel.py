@@ -51,3 +51,21 @@ def test_simulated_bubble_matches_formula(p, m):
 def test_bubble_formula_bad_input():
     with pytest.raises(ValueError, match="micro_batches"):
         parallel.bubble_fraction(2, 0)
+
+
+@pytest.mark.parametrize("stages,x,micro,exc,name", [
+    (nn.Linear(3, 3), torch.randn(4, 3), 2, TypeError, "stages"),
+    ([nn.Linear(3, 3), "relu"], torch.randn(4, 3), 2, TypeError, r"stages\[1\]"),
+    ([], torch.randn(4, 3), 2, ValueError, "stages"),
+    ([nn.Linear(3, 3)], [[1.0, 2.0, 3.0]], 1, TypeError, "x"),
+    ([nn.Linear(3, 3)], torch.randn(0, 3), 1, ValueError, "x"),
+    ([nn.Linear(3, 3)], torch.tensor(1.0), 1, ValueError, "x"),
+    ([nn.Linear(3, 3)], torch.randn(4, 3), 5, ValueError, "micro_batches"),
+    ([nn.Linear(3, 3)], torch.randn(4, 3), 0, ValueError, "micro_batches"),
+    ([nn.Linear(3, 3), nn.Linear(4, 2)], torch.randn(4, 3), 2, ValueError, r"stages\[1\]"),
+    ([nn.Linear(3, 3)], torch.randn(4, 3).double(), 2, ValueError, r"stages\[0\].*dtype"),
+    ([nn.LSTM(3, 3)], torch.randn(4, 2, 3), 2, TypeError, r"stages\[0\] must return"),
+])
+def test_pipeline_forward_bad_input(stages, x, micro, exc, name):
+    with pytest.raises(exc, match=name):
+        parallel.pipeline_forward(stages, x, micro)

@@ -275,6 +275,88 @@ def test_prune_channels_of_a_pruned_model_strips_masks():
     assert not prune.is_pruned(small)
 
 
+def _random_bn(model: nn.Module) -> nn.Module:
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.running_mean.normal_()
+                mod.running_var.uniform_(0.5, 2.0)
+                mod.weight.normal_()
+                mod.bias.normal_()
+    return model.eval()
+
+
+@pytest.mark.parametrize("factory", ["ResNet18", "TinyMobileNet"])
+def test_graph_structured_equals_masked(factory):
+    """Any graph (residual adds, depthwise convs, a Sigmoid gate): the pruned model is
+    smaller and computes what the masked one does; the caller's model is unchanged."""
+    import user_models
+
+    m = _random_bn(getattr(user_models, factory)(**({"width": 8} if factory == "ResNet18"
+                                                      else {})))
+    before = copy.deepcopy(m)
+    x = torch.randn(4, 3, 32, 32)
+    plan = prune.select_channels(m, 0.5, example_input=x)
+    small = prune.prune_channels(m, plan, example_input=x)
+    masked = prune.mask_channels_(copy.deepcopy(m), plan, example_input=x)
+    torch.testing.assert_close(small(x), masked(x), rtol=1e-5, atol=1e-5)
+    assert _same(m, before)
+    assert type(small) is type(m) and not small.training
+    assert measure.count_parameters(small).total < 0.4 * measure.count_parameters(m).total
+    assert small(x).shape == m(x).shape                      # output layer never pruned
+    ratio_path = prune.prune_channels(m, 0.5, example_input=x)
+    assert [p.shape for p in ratio_path.parameters()] == [p.shape for p in small.parameters()]
+
+
+def test_resnet_residual_channels_pruned_together():
+    import user_models
+
+    m = _random_bn(user_models.ResNet18(width=8))
+    x = torch.randn(2, 3, 32, 32)
+    small = prune.prune_channels(m, {"conv1": torch.arange(4)}, example_input=x)
+    # the stem feeds layer1's residual adds: every block of the stage keeps the same 4 channels
+    assert small.conv1.out_channels == small.layer1[0].conv2.out_channels == 4
+    assert small.layer1[1].conv1.in_channels == small.layer2[0].downsample[0].in_channels == 4
+    with pytest.raises(ValueError, match="share channels"):
+        prune.prune_channels(m, {"conv1": torch.arange(4), "layer1.0.conv2": torch.arange(4)},
+                             example_input=x)
+    with pytest.raises(TypeError, match="example_input"):
+        prune.prune_channels(m, 0.5)
+
+
+def test_mask_through_sigmoid_equals_pruned():
+    m = nn.Sequential(nn.Linear(4, 6), nn.Sigmoid(), nn.Linear(6, 2)).eval()
+    plan = {"0": torch.tensor([0, 2, 5])}
+    x = torch.randn(5, 4)
+    small = prune.prune_channels(m, plan)
+    masked = prune.mask_channels_(copy.deepcopy(m), plan)
+    torch.testing.assert_close(small(x), masked(x))   # sigmoid(0) = 0.5 reaches no one
+
+
+@pytest.mark.parametrize("keep, match", [
+    ([0, 0, 1], "repeat"), ([-1, 2], "subset"), ([0.0, 1.0], "integers"),
+    ([0, 32], "subset"), ([], "subset")])
+def test_bad_channel_plans(keep, match):
+    m = models.SmallCNN()
+    with pytest.raises(ValueError, match=match):
+        prune.prune_channels(m, {"conv1": keep})
+    with pytest.raises(ValueError, match=match):
+        prune.mask_channels_(m, {"conv1": keep})
+    with pytest.raises(ValueError, match="empty"):
+        prune.prune_channels(m, {})
+    with pytest.raises(ValueError, match="not a Linear or Conv"):
+        prune.prune_channels(m, {"nope": [0]})
+
+
+def test_pruning_callback_checks_scope_at_once():
+    with pytest.raises(ValueError, match="scope"):
+        prune.PruningCallback(models.LeNet300100(), prune.ConstantSparsity(0.5), scope="bogus")
+    with pytest.raises(ValueError, match="importance"):
+        prune.PruningCallback(models.LeNet300100(), prune.ConstantSparsity(0.5),
+                              importance="bogus")
+
+
 # --------------------------------------------------------------------------- L1 helper
 def test_l1_prune_finetune(tiny_data):
     from companion import data

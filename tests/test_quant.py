@@ -262,7 +262,7 @@ def test_model_bad_input():
         quant.StaticInt8Config([], observer="median")
     with pytest.raises(TypeError, match="Sequential"):
         quant.quantize_model(nn.ModuleDict({"a": nn.Linear(2, 2)}),
-                             quant.StaticInt8Config([], num_batches=1))
+                             quant.StaticInt8Config([torch.ones(1, 2)], num_batches=1))
 
 
 # --------------------------------------------------------------------------- QAT
@@ -310,3 +310,178 @@ def test_calibrate_fake_quant_is_ptq_without_training(trained):
     assert train.evaluate(ptq, loaders.test) >= train.evaluate(model, loaders.test) - 0.05
     with pytest.raises(ValueError, match="prepare_qat_"):
         quant.calibrate_fake_quant_(train.clone(model), loaders.train)
+
+
+# --------------------------------------------------------------------------- regressions
+@pytest.mark.parametrize("mode", ["circular", "reflect", "replicate"])
+@pytest.mark.parametrize("conv", [nn.Conv1d, nn.Conv2d])
+def test_weight_only_layer_keeps_padding_mode(mode, conv):
+    layer = conv(3, 4, 3, padding=1, padding_mode=mode)
+    x = torch.randn(2, 3, *([9] * (2 if conv is nn.Conv2d else 1)))
+    stored = quant.QuantizedWeightLayer(layer, 8)
+    assert (stored(x) - layer(x)).abs().max() < 0.03  # 8-bit weights; ignoring the mode: ~1
+    assert mode in repr(stored)
+
+
+def _circular_net() -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, padding_mode="circular"), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(4 * 6 * 6, 5))
+
+
+@pytest.mark.parametrize("bits", [4, 8, 12, 16])
+def test_convert_qat_keeps_the_qat_bits_and_padding_mode(bits):
+    qat = quant.quantize_model(_circular_net(), quant.QATConfig(bits=bits))
+    x = torch.randn(8, 3, 6, 6)
+    qat.train()
+    qat(x)  # one step sets the activation ranges
+    qat.eval()
+    before = qat(x)
+    quant.convert_qat_(qat)
+    stored = [m for m in qat.modules() if isinstance(m, quant.QuantizedWeightLayer)]
+    assert [m.bits for m in stored] == [bits, bits]
+    torch.testing.assert_close(qat(x), before, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("qparams,exc", [
+    ((torch.tensor(0.1), torch.tensor(1000)), ValueError),      # zero point off the code range
+    ((torch.tensor(0.1), torch.tensor(-1)), ValueError),
+    ((0.1, 2.5), ValueError),                                   # non-integer zero point
+    ((0.0, 0), ValueError),
+    ((-0.1, 0), ValueError),
+    ((float("nan"), 0), ValueError),
+    ((float("inf"), 0), ValueError),
+    ((1e-50, 0), ValueError),                                   # 0 in float32
+    ((torch.tensor([0.1, 0.2]), 0), ValueError),                # two scales, per tensor
+    ((0.1, float("nan")), ValueError),
+    ((0.1,), TypeError),
+    ("0.1, 0", TypeError),
+    ((0.1, True), TypeError),
+    ((0.1, None), TypeError),
+])
+def test_quantize_rejects_bad_qparams(qparams, exc):
+    with pytest.raises(exc, match="qparams"):
+        quant.quantize(torch.randn(4), qparams=qparams)
+
+
+def test_quantize_accepts_valid_qparams():
+    x = torch.randn(3, 5)
+    q = quant.quantize(x, qparams=(0.05, 128.0))  # an integer-valued float zero point is fine
+    assert int(q.zero_point) == 128 and q.zero_point.dtype == torch.int32
+    scale, zp = quant.choose_qparams(x.min(0).values, x.max(0).values)
+    qc = quant.quantize(x, axis=1, qparams=(scale, zp))
+    assert torch.equal(qc.codes, quant.quantize(x, axis=1).codes)
+    with pytest.raises(ValueError, match="qparams"):
+        quant.quantize(x, axis=1, qparams=(scale[:3], zp[:3]))
+
+
+@pytest.mark.parametrize("bits", [2, 8, 16])
+def test_quantize_range_near_float32_max_is_finite(bits):
+    x = torch.tensor([3e38, -3e38, 1e38, 0.0])
+    q = quant.quantize(x, bits)
+    assert torch.isfinite(q.scale).all() and q.scale > 0
+    x_hat = quant.dequantize(q)
+    assert torch.isfinite(x_hat).all()
+    assert ((x - x_hat).abs() <= quant.error_bound(q) * 1.001).all()
+    # an ordinary range keeps its float32 scale bit for bit
+    scale, _ = quant.choose_qparams(-1.3, 2.7, 8)
+    assert float(scale) == float(torch.tensor(4.0) / 255)
+
+
+def test_fake_quantize_warns_once_when_evaluated_without_a_range():
+    model = quant.quantize_model(_circular_net(), quant.QATConfig(bits=8)).eval()
+    x = torch.randn(2, 3, 6, 6)
+    with pytest.warns(UserWarning, match=r"input_fq'.*calibrate_fake_quant_") as record:
+        model(x)
+        model(x)
+    mine = sorted(str(w.message).split("'")[1] for w in record
+                  if "FakeQuantize" in str(w.message))
+    assert mine == ["0.input_fq", "3.input_fq"]  # once per quantizer, not once per call
+    calibrated = quant.quantize_model(_circular_net(), quant.QATConfig(bits=8))
+    quant.calibrate_fake_quant_(calibrated, [x], num_batches=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        calibrated.eval()(x)
+    with pytest.raises(ValueError, match="loader"):
+        quant.calibrate_fake_quant_(calibrated, [])
+
+
+def _static_net() -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(4 * 4 * 4, 3))
+
+
+def _snapshot(model: nn.Module):
+    return str(model), {k: v.clone() for k, v in model.state_dict().items()}, \
+        [m.training for m in model.modules()]
+
+
+@pytest.mark.parametrize("calibration,exc,match", [
+    (None, TypeError, "calibration"),
+    ([], ValueError, "calibration"),
+    (torch.ones(2, 1, 6, 6), TypeError, "calibration"),
+])
+def test_static_config_validates_calibration_up_front(calibration, exc, match):
+    with pytest.raises(exc, match=match):
+        quant.StaticInt8Config(calibration)
+
+
+@pytest.mark.parametrize("calibration,exc", [
+    (lambda: iter([]), ValueError),                             # no len(): seen only when run
+    (lambda: [torch.ones(2, 1, 5, 5)], RuntimeError),          # wrong input size for Linear
+    (lambda: [("not", "a tensor")], TypeError),
+])
+def test_quantize_model_in_place_is_atomic(calibration, exc):
+    model = _static_net().train()
+    before = _snapshot(model)
+    with pytest.raises(exc):
+        quant.quantize_model_(model, quant.StaticInt8Config(calibration(), num_batches=2))
+    after = _snapshot(model)
+    assert after[0] == before[0] and after[2] == before[2]
+    assert all(torch.equal(before[1][k], v) for k, v in after[1].items())
+    # and a good calibration converts the very same object
+    out = quant.quantize_model_(model, quant.StaticInt8Config([torch.rand(4, 1, 6, 6)]))
+    assert out is model and "Quantized" in str(model) and model.training
+
+
+def test_weight_only_is_atomic():
+    model = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3))
+    with torch.no_grad():
+        model[1].weight[0, 0] = float("nan")
+    structure = str(model)
+    with pytest.raises(ValueError, match="'1'"):
+        quant.quantize_model_(model, quant.WeightOnlyConfig(8))
+    assert str(model) == structure
+
+
+@pytest.mark.parametrize("kwargs,exc,name", [
+    (dict(packed=torch.ones(4), bits=4), TypeError, "packed"),         # float, not bytes
+    (dict(packed=torch.ones(4), bits=8), TypeError, "packed"),
+    (dict(packed=torch.ones(4, dtype=torch.int8), bits=4), TypeError, "packed"),
+    (dict(packed=[1, 2], bits=4), TypeError, "packed"),
+    (dict(packed=torch.ones(4, dtype=torch.uint8), bits=4, numel=9), ValueError, "numel"),
+    (dict(packed=torch.ones(4, dtype=torch.uint8), bits=4, numel=-1), ValueError, "numel"),
+    (dict(packed=torch.ones(4, dtype=torch.uint8), bits=1), ValueError, "bits"),
+    (dict(packed=torch.ones(4, dtype=torch.uint8), bits=17), ValueError, "bits"),
+    (dict(packed=torch.ones(4, dtype=torch.uint8), bits=8, signed="yes"), TypeError, "signed"),
+])
+def test_unpack_bad_input(kwargs, exc, name):
+    args = dict(signed=True, numel=4) | kwargs
+    with pytest.raises(exc, match=name):
+        quant.unpack(args["packed"], args["bits"], args["signed"], args["numel"])
+
+
+def test_flags_must_be_bools():
+    with pytest.raises(TypeError, match="symmetric"):
+        quant.quantize(torch.randn(4), symmetric="yes")
+    with pytest.raises(TypeError, match="symmetric"):
+        quant.choose_qparams(-1.0, 1.0, symmetric=1)
+    with pytest.raises(TypeError, match="symmetric"):
+        quant.FakeQuantize(8, symmetric="no")
+    with pytest.raises(ValueError, match="momentum"):
+        quant.FakeQuantize(8, momentum=float("nan"))
+    with pytest.raises(TypeError, match="quantize_input"):
+        quant.QATConfig(quantize_input="no")
+    with pytest.raises(TypeError, match="inputs"):
+        quant.calibrate(_circular_net(), [torch.randn(2, 3, 6, 6)], inputs="yes")
+    with pytest.raises(ValueError, match="loader"):
+        quant.calibrate(_circular_net(), [])

@@ -109,3 +109,67 @@ def test_quant_values_need_at_least_two_bits():
     with pytest.raises(ValueError, match="bits"):
         sparse.SparseConfig(values="quant", bits=1)
     sparse.SparseConfig(values="kmeans", bits=1)  # a two-value codebook is fine
+
+
+# --------------------------------------------------------------------------- regressions
+def _file() -> bytes:
+    w = torch.randn(6, 8) * (torch.rand(6, 8) < 0.5)
+    return sparse.encode({"w": w, "b": torch.randn(8)}, sparse.SparseConfig(values="float32"))
+
+
+@pytest.mark.parametrize("corrupt", [
+    lambda d: d[:-5],                                        # truncated compressed stream
+    lambda d: d[:16] + bytes(len(d) - 16),                   # zeroed payload
+    lambda d: d[:16] + bytes(b ^ 0x5A for b in d[16:]),      # garbled payload
+    lambda d: d[:8] + b"zlib    " + d[16:],                  # wrong codec name
+    lambda d: d[:8] + b"nope    " + d[16:],
+    lambda d: sparse.MAGIC + b"none    " + b"\xff\xff\xff\xff{}",
+    lambda d: sparse.MAGIC + b"none    " + b"\x02\x00\x00\x00{}",  # header without tensors
+    lambda d: sparse.MAGIC,
+])
+def test_decode_of_a_corrupt_file_raises_value_error(corrupt):
+    with pytest.raises(ValueError, match="data"):
+        sparse.decode(corrupt(_file()))
+
+
+def test_decode_of_a_cut_short_uncompressed_file():
+    w = torch.randn(4, 4)
+    data = sparse.encode({"w": w}, sparse.SparseConfig(values="float32", codec="none"))
+    for cut in (1, 7, 30):
+        with pytest.raises(ValueError, match="data"):
+            sparse.decode(data[:-cut])
+    with pytest.raises(ValueError, match="data"):
+        sparse.decode(data + b"\x00")
+    with pytest.raises(TypeError, match="data"):
+        sparse.decode("CNNSPZ1")
+
+
+@pytest.mark.parametrize("index", ["bitmap", "delta"])
+def test_float32_values_keep_float64_tensors_exact(index):
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(7, 9, generator=g, dtype=torch.float64) * (torch.rand(7, 9, generator=g) < .4)
+    w[0, 0] = 1e-300                                   # zero in float32: must stay a non-zero
+    w[0, 1] = 1.0 + 2.0 ** -40                          # needs float64's mantissa
+    sd = {"w": w, "h": torch.randn(3, 3).half(), "f": torch.randn(3, 3)}
+    got = sparse.decode(sparse.encode(sd, sparse.SparseConfig(index=index, values="float32")))
+    for k, v in sd.items():
+        assert got[k].dtype == v.dtype and torch.equal(got[k], v), k
+
+
+def test_lossy_values_of_float64_tensors_keep_dtype_and_positions():
+    w = torch.randn(10, 10, dtype=torch.float64) * (torch.rand(10, 10) < 0.5)
+    for values in ("float16", "kmeans", "quant"):
+        got = sparse.decode(sparse.encode({"w": w}, sparse.SparseConfig(values=values)))["w"]
+        assert got.dtype == torch.float64
+        assert not (got[w == 0] != 0).any()        # zeros stay zeros (lossy values may round
+        assert (got - w).abs().max() < 0.1         # a small one to 0, not the other way)
+
+
+def test_kmeans_1d_rejects_bad_iters():
+    v = torch.randn(20)
+    with pytest.raises(ValueError, match="iters"):
+        sparse.kmeans_1d(v, 3, iters=-1)
+    with pytest.raises(TypeError, match="iters"):
+        sparse.kmeans_1d(v, 3, iters=2.0)
+    book, _ = sparse.kmeans_1d(v, 3, iters=0)  # 0: the evenly spaced initial codebook
+    torch.testing.assert_close(book, torch.linspace(float(v.min()), float(v.max()), 3))
