@@ -29,6 +29,7 @@ The command line ``companion report`` wraps it (see :mod:`companion.cli`).
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -251,8 +252,12 @@ def _variants(model: nn.Module, x: torch.Tensor, calibration: Iterable | None,
     def pruned(s: float) -> Variant:
         if exported:
             raise ValueError(no_modules.format(what="prune"))
-        p = prune.remove(prune.prune(model, s))
-        size = len(sparse.encode(p, sparse.SparseConfig(values="float32")))
+        pruned_model = prune.remove(prune.prune(model, s))
+        blob = sparse.encode(pruned_model, sparse.SparseConfig(values="float32"))
+        # the row's model is the one loaded back from the very file whose bytes it prints
+        p = copy.deepcopy(pruned_model)
+        p.load_state_dict(sparse.decode(blob))
+        size = len(blob)
         how, fast = plain(p)
         return _torch_variant(f"pruned {s:.0%}",
                               f"magnitude pruning, not fine-tuned; sparse fp32 file (LZMA); "
