@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 from ._checks import check_float, check_int, check_module, evaluating
 from .measure import Table, compare_latency, count_parameters, serialized_size
+from .train import logits_of as _logits
 
 __all__ = ["ReportConfig", "Variant", "optimization_report", "plot_report"]
 
@@ -98,28 +99,6 @@ class Variant:
     predict: Callable[[torch.Tensor], torch.Tensor] | None = None
     nonzero: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _logits(output: Any) -> torch.Tensor:
-    """The logits in a model's output: a tensor as is, ``.logits``, ``["logits"]`` or ``[0]``.
-
-    Same semantics as ``companion.train.logits_of`` (to be merged).
-
-    Raises:
-        TypeError: none of these holds a tensor; pass ``output_fn``.
-    """
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, Mapping) and isinstance(output.get("logits"), torch.Tensor):
-        return output["logits"]
-    logits = getattr(output, "logits", None)
-    if isinstance(logits, torch.Tensor):
-        return logits
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-        return output[0]
-    raise TypeError(f"output_fn: cannot find the logits in a model output of type "
-                    f"{type(output).__name__} (not a tensor, no .logits, no ['logits'], "
-                    f"no tensor first element); pass output_fn=lambda out: <the logits>")
 
 
 def _reason(err: BaseException, limit: int = 160) -> str:
