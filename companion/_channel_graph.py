@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._checks import evaluating
+from ._checks import check_example_input, evaluating
 
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -30,13 +30,6 @@ def _tp():
         raise ImportError("structured pruning of non-Sequential models needs torch-pruning "
                           "(pip install torch-pruning)") from err
     return torch_pruning
-
-
-def _args(example_input: Any) -> tuple:
-    args = example_input if isinstance(example_input, tuple) else (example_input,)
-    if not args or not all(isinstance(a, torch.Tensor) for a in args):
-        raise TypeError("example_input must be a tensor or a tuple of tensors")
-    return args
 
 
 def output_layers(model: nn.Module, example_input: Any) -> list[str]:
@@ -66,7 +59,8 @@ def _graph(model: nn.Module, example_input: Any):
     norm statistics are not touched)."""
     tp = _tp()
     with torch.enable_grad(), evaluating(model):
-        return tp.DependencyGraph().build_dependency(model, example_inputs=_args(example_input))
+        return tp.DependencyGraph().build_dependency(
+            model, example_inputs=check_example_input(example_input))
 
 
 def _handler(tp: Any, module: nn.Module) -> Any:
@@ -133,7 +127,7 @@ def select(model: nn.Module, ratio: float, example_input: Any,
     ``MagnitudeImportance(p=1)``: a channel's norm summed over every slice it
     couples), ``ratio`` of the channels of each group removed."""
     tp = _tp()
-    args = _args(example_input)
+    args = check_example_input(example_input)
     names = {m: n for n, m in model.named_modules()}
     keep_out = set(output_layers(model, example_input))
     chosen = None if layers is None else set(layers)

@@ -87,9 +87,34 @@ def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def check_example_input(value: Any, name: str = "example_input") -> tuple:
+    """A tensor or a tuple of tensors, as the positional inputs of one forward pass."""
+    args = value if isinstance(value, tuple) else (value,)
+    if not args or not all(isinstance(a, torch.Tensor) for a in args):
+        raise TypeError(f"{name} must be a tensor or a tuple of tensors")
+    return args
+
+
+def is_exported(model: nn.Module) -> bool:
+    """Whether ``model`` came from ``torch.export`` (``ExportedProgram.module()``): such a
+    module refuses ``.train()`` / ``.eval()``; its mode was fixed when it was exported."""
+    if not isinstance(model, torch.fx.GraphModule):
+        return False
+    stateful = getattr(getattr(torch.export, "_unlift", None), "_StatefulGraphModule", None)
+    if stateful is not None and isinstance(model, stateful):
+        return True
+    return "train" in vars(model) or "eval" in vars(model)   # methods patched by export
+
+
 @contextlib.contextmanager
 def evaluating(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode for the block, then restore every submodule's mode."""
+    """Put ``model`` in eval mode for the block, then restore every submodule's mode.
+
+    A ``torch.export`` module (:func:`is_exported`) is left as it is: its mode is fixed.
+    """
+    if is_exported(model):
+        yield model
+        return
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:

@@ -20,7 +20,6 @@ are latency-bound.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import tempfile
 import time
@@ -35,6 +34,7 @@ import torch
 from torch import nn
 
 from ._checks import check_float, check_int, check_module, check_tensor, evaluating
+from ._checks import is_exported as _is_exported
 from .measure import LatencyComparison, compare_latency, measure_latency
 from .train import clone
 
@@ -143,18 +143,9 @@ def fastest_fp32(model: nn.Module, example_input: torch.Tensor, *, threads: int 
         for name in list(candidates):
             label = "channels-last" if name == "eager" else f"{name} + channels-last"
             candidates[label] = _copy(candidates[name]).to(memory_format=torch.channels_last)
-    if exported:   # compare_latency would switch modules to eval mode: time callables
-        timed: dict[str, Any] = {n: functools.partial(_infer, m, x) for n, m in candidates.items()}
-        cmp = compare_latency(timed, threads=threads, rounds=rounds)
-    else:
-        cmp = compare_latency(candidates, x, threads=threads, rounds=rounds)
+    cmp = compare_latency(candidates, x, threads=threads, rounds=rounds)
     best = min(cmp.names, key=cmp.median_ms)
     return Fp32Baseline(best, candidates[best], cmp)
-
-
-def _infer(model: nn.Module, x: torch.Tensor) -> Any:
-    with torch.inference_mode():
-        return model(x)
 
 
 def is_exported(model: nn.Module) -> bool:
@@ -170,13 +161,7 @@ def is_exported(model: nn.Module) -> bool:
     Raises:
         TypeError: ``model`` is not a module.
     """
-    check_module(model, "model")
-    if not isinstance(model, torch.fx.GraphModule):
-        return False
-    stateful = getattr(getattr(torch.export, "_unlift", None), "_StatefulGraphModule", None)
-    if stateful is not None and isinstance(model, stateful):
-        return True
-    return "train" in vars(model) or "eval" in vars(model)   # methods patched by export
+    return _is_exported(check_module(model, "model"))
 
 
 def _copy(model: nn.Module) -> nn.Module:
@@ -196,15 +181,6 @@ def eval_copy(model: nn.Module) -> nn.Module:
     """
     copy = _copy(check_module(model, "model"))
     return copy if is_exported(copy) else copy.eval()
-
-
-@contextlib.contextmanager
-def _evaluating(model: nn.Module) -> Iterator[nn.Module]:
-    if is_exported(model):
-        yield model
-    else:
-        with evaluating(model):
-            yield model
 
 
 # --------------------------------------------------------------------------- rows
@@ -596,7 +572,7 @@ def model_bytes_moved(model: nn.Module, x: torch.Tensor) -> int:
     check_module(model, "model")
     x = _check_input(x)
     state = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    with torch.no_grad(), _evaluating(model):
+    with torch.no_grad(), evaluating(model):
         out = model(x)
     return int(state + x.numel() * x.element_size() + out.numel() * out.element_size())
 

@@ -29,16 +29,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._checks import check_int, check_module
+from ._checks import check_example_input, check_int, check_module
 
 __all__ = ["quantize_pt2e", "compile_int8"]
-
-
-def _args(example_input: Any) -> tuple:
-    args = example_input if isinstance(example_input, tuple) else (example_input,)
-    if not args or not all(isinstance(a, torch.Tensor) for a in args):
-        raise TypeError("example_input must be a tensor or a tuple of tensors")
-    return args
 
 
 def _one_partition_per_call(graph: torch.fx.Graph) -> None:
@@ -104,7 +97,7 @@ def quantize_pt2e(model: nn.Module, example_input: Any, calibration: Iterable, *
         ImportError: torchao is missing (``pip install torchao``).
     """
     check_module(model, "model")
-    args = _args(example_input)
+    args = check_example_input(example_input)
     num_batches = check_int(num_batches, "num_batches", min_value=1)
     try:
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
@@ -121,7 +114,7 @@ def quantize_pt2e(model: nn.Module, example_input: Any, calibration: Iterable, *
     seen = 0
     for batch in calibration:
         inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
-        prepared(*_args(inputs))
+        prepared(*check_example_input(inputs))
         seen += 1
         if seen == num_batches:
             break
@@ -147,7 +140,7 @@ def compile_int8(converted: torch.fx.GraphModule, example_input: Any) -> Callabl
     if not isinstance(converted, torch.fx.GraphModule):
         raise TypeError(f"converted must be the GraphModule quantize_pt2e returns, "
                         f"got {type(converted).__name__}")
-    args = _args(example_input)
+    args = check_example_input(example_input)
     size = int(args[0].shape[0])
     compiled = torch.compile(converted, dynamic=False)
 

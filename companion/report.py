@@ -375,7 +375,7 @@ def optimization_report(model: nn.Module, eval_loader: Iterable, *,
             not ``(batch, classes)``; labels are out of range for the number
             of logits; inputs contain NaN or inf.
     """
-    from .infer import eval_copy, is_exported
+    from .infer import eval_copy
 
     check_module(model, "model")
     if output_fn is not None and not callable(output_fn):
@@ -391,8 +391,7 @@ def optimization_report(model: nn.Module, eval_loader: Iterable, *,
             work = eval_copy(model)
         except Exception:  # noqa: BLE001 - not deep-copyable: use it, restore its modes after
             work = model
-            if not is_exported(model):
-                stack.enter_context(evaluating(model))
+            stack.enter_context(evaluating(model))
         _check_first_batch(work, xb, first[1], out_fn)
         reps = -(-cfg.batch_size // len(xb))
         x = torch.cat([xb] * reps)[: cfg.batch_size].contiguous()
