@@ -35,3 +35,16 @@ def tiny_data():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+class _EmptyLoader:
+    """An empty loader without len(): only running it shows that it is empty."""
+
+    def __iter__(self):
+        return iter(())
+
+
+@pytest.fixture(params=["list", "no len"])
+def empty_loader(request):
+    """Both kinds of empty loader: one whose len() is 0, one only iteration exposes."""
+    return [] if request.param == "list" else _EmptyLoader()

@@ -180,20 +180,13 @@ def test_scaled_lr():
         lr.scaled_lr(0.1, 32.0, 64)
 
 
-class _Empty:
-    """An empty loader without len(): only running it shows that it is empty."""
-
-    def __iter__(self):
-        return iter(())
-
-
-@pytest.mark.parametrize("loader", [[], _Empty()])
-def test_empty_loader_is_refused_not_looped_on(loader):
+def test_empty_loader_is_refused_not_looped_on(empty_loader):
     with pytest.raises(ValueError, match="train_loader"):
-        lr.lr_range_test(_toy_model(), loader, steps=5, device="cpu")
+        lr.lr_range_test(_toy_model(), empty_loader, steps=5, device="cpu")
     opt = torch.optim.SGD(_toy_model().parameters(), lr=0.1)
     with pytest.raises(ValueError, match="train_loader"):
-        lr.training_curve(_toy_model(), loader, _toy_loader(n=32), optimizer=opt, device="cpu")
+        lr.training_curve(_toy_model(), empty_loader, _toy_loader(n=32), optimizer=opt,
+                          device="cpu")
 
 
 @pytest.mark.parametrize("kwargs,exc,name", [

@@ -104,15 +104,9 @@ def test_clone_is_independent():
     assert m.weight.abs().sum() > 0
 
 
-class _Empty:
-    def __iter__(self):
-        return iter(())
-
-
-@pytest.mark.parametrize("loader", [[], _Empty()])
-def test_fit_refuses_an_empty_loader(loader):
+def test_fit_refuses_an_empty_loader(empty_loader):
     with pytest.raises(ValueError, match="train_loader"):
-        train.fit(nn.Linear(4, 2), loader, progress=False, device="cpu")
+        train.fit(nn.Linear(4, 2), empty_loader, progress=False, device="cpu")
 
 
 @pytest.mark.parametrize("kwargs,name", [({"progress": "no"}, "progress"),
