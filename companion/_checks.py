@@ -95,6 +95,13 @@ def check_example_input(value: Any, name: str = "example_input") -> tuple:
     return args
 
 
+def first_line(err: BaseException, limit: int = 160) -> str:
+    """One short line saying why: the first line of ``err``'s message, cut at ``limit``."""
+    text = str(err).strip().splitlines()
+    line = text[0].strip() if text else type(err).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 def is_exported(model: nn.Module) -> bool:
     """Whether ``model`` came from ``torch.export`` (``ExportedProgram.module()``): such a
     module refuses ``.train()`` / ``.eval()``; its mode was fixed when it was exported."""

@@ -57,6 +57,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from ._checks import first_line
+
 __all__ = ["main", "load_model", "load_eval_data"]
 
 _STATE_DICT_HELP = ("save a state dict with torch.save(model.state_dict(), path) and pass "
@@ -66,12 +68,11 @@ _EXPORT_HELP = ("export with a dynamic batch: torch.export.export(model.eval(), 
 
 
 def _reason(err: BaseException, limit: int = 200) -> str:
-    """The first line of an error message, shortened to ``limit`` characters."""
-    lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
-    line = lines[0] if lines else type(err).__name__
+    """The first line of an error message; when too long, its first sentence."""
+    line = first_line(err, limit=10**9)
     if len(line) > limit and ". " in line[:limit]:     # the first sentence is enough
         return line[: line.index(". ", 0, limit) + 1]
-    return line if len(line) <= limit else line[: limit - 3] + "..."
+    return first_line(err, limit)
 
 
 # --------------------------------------------------------------------------- the model
@@ -465,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model(args.model, args.arch, _arch_kwargs(args.arch_kwargs))
         eval_loader, calib = load_eval_data(args.data, args.test_size)
         _check_model_on_data(model, eval_loader, Path(args.data))
-    except (ValueError, TypeError, OSError) as err:   # OSError: MNIST not downloadable, say
+    except (ValueError, TypeError, OSError) as err:   # OSError: MNIST files missing, say
         return _fail(str(err))
     try:
         table = optimization_report(model, eval_loader, calibration=calib, config=config,

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ._checks import check_float, check_int, check_module, evaluating
+from ._checks import check_float, check_int, check_module, evaluating, first_line
 from .measure import Table, compare_latency, count_parameters, serialized_size
 from .train import logits_of as _logits
 
@@ -99,13 +99,6 @@ class Variant:
     predict: Callable[[torch.Tensor], torch.Tensor] | None = None
     nonzero: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _reason(err: BaseException, limit: int = 160) -> str:
-    """One short line saying why: the first line of the message, cut at ``limit``."""
-    text = str(err).strip().splitlines()
-    line = text[0].strip() if text else type(err).__name__
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _count(loader: Iterable, max_batches: int | None = None) -> int:
@@ -318,7 +311,7 @@ def _check_first_batch(model: nn.Module, xb: Any, yb: Any,
             out = model(xb)
     except Exception as err:  # noqa: BLE001 - a user model fails in many ways
         raise ValueError(f"eval_loader: the model fails on a batch of {shape} "
-                         f"({type(err).__name__}: {_reason(err)})") from err
+                         f"({type(err).__name__}: {first_line(err)})") from err
     logits = output_fn(out)
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
         got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
@@ -416,7 +409,7 @@ def _build_rows(model: nn.Module, x: torch.Tensor, eval_loader: Iterable,
         except Exception as err:  # one variant failing must not hide the others
             if name == "fp32":
                 raise
-            row = {"variant": name, "note": f"not applicable: {_reason(err)}"}
+            row = {"variant": name, "note": f"not applicable: {first_line(err)}"}
         rows.append(row)
     return rows, runs
 
