@@ -55,7 +55,7 @@ from ._checks import (
     check_tensor,
     evaluating,
 )
-from .train import clone
+from .train import _check_not_empty, clone
 
 __all__ = [
     "QTensor", "qrange", "choose_qparams", "quantize", "dequantize", "fake_quantize",
@@ -680,12 +680,10 @@ class StaticInt8Config:
         check_int(self.num_batches, "num_batches", min_value=1)
         check_choice(self.backend, "backend", tuple(torch.backends.quantized.supported_engines))
         cal = self.calibration
-        if isinstance(cal, (str, bytes, torch.Tensor)) or not isinstance(cal, Iterable):
+        if isinstance(cal, (str, bytes, torch.Tensor)):
             raise TypeError("calibration must be an iterable of batches (a DataLoader, or a list "
                             f"of (inputs, labels) or input tensors), got {type(cal).__name__}")
-        if hasattr(cal, "__len__") and len(cal) == 0:
-            raise ValueError("calibration must hold at least one batch, got an empty "
-                             f"{type(cal).__name__}")
+        _check_not_empty(cal, "calibration")
 
 
 @dataclass
