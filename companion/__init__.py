@@ -20,7 +20,11 @@ Each technique lives in its own module, imported on first use so that
 ``companion.infer``           inference engines: torch.compile, ONNX Runtime, roofline
 ``companion.amp``             mixed-precision training steps
 ``companion.dynamic``         early-exit networks, mixture of experts, layer skipping
-``companion.parallel``        data and pipeline parallelism on one machine
+``companion.parallel``        data, fully sharded (FSDP2) and pipeline parallelism
+``companion.lm``              a small byte-level GPT trained on the stdlib's source
+``companion.lm_quant``        int8/int4 group-wise weights: RTN, GPTQ, AWQ, SmoothQuant
+``companion.lm_prune``        magnitude and Wanda pruning, unstructured and 2:4
+``companion.lm_tune``         LoRA, distillation of an LM, training-memory budget
 ``companion.apps``            small application stand-ins
 ``companion.report``          all techniques on your own model (``companion report``)
 ``companion.keras``           Keras / LiteRT counterparts (imports TensorFlow)
@@ -53,6 +57,10 @@ _SUBMODULES = (
     "amp",
     "dynamic",
     "parallel",
+    "lm",
+    "lm_quant",
+    "lm_prune",
+    "lm_tune",
     "apps",
     "keras",
     "report",

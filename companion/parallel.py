@@ -43,6 +43,8 @@ __all__ = [
     "PipelineSchedule",
     "simulate_pipeline",
     "bubble_fraction",
+    "ShardedTrainingReport",
+    "fsdp_training",
 ]
 
 
@@ -86,7 +88,7 @@ def _dp_worker(rank: int, world_size: int, port: int, model: nn.Module, x: torch
             dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
             grads[name] = p.grad / world_size
         if rank == 0:
-            torch.save({"grads": grads, "shard": shard}, Path(out_dir) / "grads.pt")
+            torch.save({"grads": grads, "shard": shard}, Path(out_dir) / "result.pt")
         dist.barrier()
     finally:
         dist.destroy_process_group()
@@ -111,8 +113,6 @@ def data_parallel_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, 
         TimeoutError: the workers did not finish in time.
         RuntimeError: a worker failed.
     """
-    import torch.multiprocessing as mp
-
     check_module(model, "model")
     x = check_tensor(x, "x", floating=True)
     y = check_tensor(y, "y")
@@ -121,12 +121,22 @@ def data_parallel_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, 
     if len(x) % world_size or len(x) != len(y):
         raise ValueError(f"x and y must have equal length divisible by world_size={world_size}, "
                          f"got {len(x)} and {len(y)}")
+    result = _run_workers(_dp_worker, world_size, timeout, "data-parallel",
+                          lambda r, port, out: (r, world_size, port, clone(model).cpu(), x.cpu(),
+                                                y.cpu(), out, timeout))
+    return result["grads"]
+
+
+def _run_workers(target, world_size: int, timeout: float, what: str, make_args) -> dict:
+    """Spawn ``world_size`` processes ``target(*make_args(rank, port, out_dir))``, wait at
+    most ``timeout`` seconds, and return what rank 0 saved as ``out_dir/result.pt``."""
+    import torch.multiprocessing as mp
+
     ctx = mp.get_context("spawn")
     port = _free_port()
     with tempfile.TemporaryDirectory() as out_dir:
-        procs = [ctx.Process(target=_dp_worker, args=(r, world_size, port, clone(model).cpu(),
-                                                     x.cpu(), y.cpu(), out_dir, timeout),
-                             daemon=True) for r in range(world_size)]
+        procs = [ctx.Process(target=target, args=make_args(r, port, out_dir), daemon=True)
+                 for r in range(world_size)]
         for p in procs:
             p.start()
         deadline = timeout
@@ -139,11 +149,130 @@ def data_parallel_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, 
             p.kill()
             p.join(5)
         if alive:
-            raise TimeoutError(f"data-parallel workers did not finish within {timeout} s")
+            raise TimeoutError(f"{what} workers did not finish within {timeout} s")
         codes = [p.exitcode for p in procs]
         if any(codes):
-            raise RuntimeError(f"a data-parallel worker failed (exit codes {codes})")
-        return torch.load(Path(out_dir) / "grads.pt", weights_only=True)["grads"]
+            raise RuntimeError(f"a {what} worker failed (exit codes {codes})")
+        return torch.load(Path(out_dir) / "result.pt", weights_only=True)
+
+
+# --------------------------------------------------------------------------- FSDP2
+@dataclass(frozen=True)
+class ShardedTrainingReport:
+    """Losses of the same steps in one process and in ``world_size`` FSDP2 processes."""
+
+    single_losses: list[float]
+    sharded_losses: list[float]
+    world_size: int
+    full_param_bytes: int          # every parameter, one process
+    rank_param_bytes: list[int]    # the shard each rank holds
+
+    @property
+    def max_abs_diff(self) -> float:
+        return max(abs(a - b) for a, b in zip(self.single_losses, self.sharded_losses,
+                                                  strict=True))
+
+
+def _lm_step_batches(tokens: torch.Tensor, steps: int, batch_size: int, block: int,
+                     seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    from .lm import lm_batches
+
+    return list(lm_batches(tokens, steps=steps, batch_size=batch_size, block_size=block,
+                           seed=seed))
+
+
+def _lm_train_steps(model: nn.Module, batches, lr: float, shard: slice,
+                    reduce=None) -> list[float]:
+    """AdamW steps of ``model`` on the ``shard`` rows of every batch; the mean loss of
+    the whole batch is ``reduce(loss)`` (an all-reduce average across ranks)."""
+    from .lm import lm_loss
+
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    losses = []
+    for x, y in batches:
+        loss = lm_loss(model(x[shard]), y[shard])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        value = loss.detach().clone()
+        losses.append(float(reduce(value) if reduce is not None else value))
+    return losses
+
+
+def _fsdp_worker(rank: int, world_size: int, port: int, config, state: dict, batches,
+                 lr: float, out_dir: str, timeout_s: float) -> None:
+    """One FSDP2 process: shard every block and the root, train on its rows of each batch."""
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+
+    from .lm import TinyGPT
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world_size,
+                            timeout=datetime.timedelta(seconds=timeout_s))
+    try:
+        model = TinyGPT(config)
+        model.load_state_dict(state)
+        for block in model.blocks:
+            fully_shard(block)
+        fully_shard(model)
+        local = sum(p.to_local().numel() * p.element_size() for p in model.parameters())
+        rows = len(batches[0][0]) // world_size
+
+        def mean(loss: torch.Tensor) -> torch.Tensor:
+            dist.all_reduce(loss, op=dist.ReduceOp.SUM)
+            return loss / world_size
+
+        losses = _lm_train_steps(model, batches, lr, slice(rank * rows, (rank + 1) * rows),
+                                 mean)
+        sizes = [torch.zeros((), dtype=torch.long) for _ in range(world_size)]
+        dist.all_gather(sizes, torch.tensor(local))
+        if rank == 0:
+            torch.save({"losses": losses, "bytes": [int(b) for b in sizes]},
+                       Path(out_dir) / "result.pt")
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def fsdp_training(model: nn.Module, tokens: torch.Tensor, *, steps: int = 20,
+                  batch_size: int = 8, lr: float = 1e-3, world_size: int = 2, seed: int = 0,
+                  timeout: float = 300.0) -> ShardedTrainingReport:
+    """Train copies of a :class:`companion.lm.TinyGPT` for ``steps`` AdamW steps twice:
+    in this process on whole batches, and with FSDP2 (``fully_shard`` on every
+    block and the root) in ``world_size`` gloo processes that each take
+    ``batch_size / world_size`` rows of the same batches.
+
+    Each FSDP2 rank keeps ``1 / world_size`` of every parameter (a ``DTensor``
+    shard), gathers a block's full weights just before using it and frees them
+    after, and reduce-scatters (averages) the gradients; so the losses agree
+    with one process up to float summation order.
+    """
+    from .lm import TinyGPT
+
+    check_module(model, "model")
+    if not isinstance(model, TinyGPT):
+        raise TypeError(f"model must be a TinyGPT, got {type(model).__name__}")
+    tokens = check_tensor(tokens, "tokens")
+    steps = check_int(steps, "steps", min_value=1)
+    world_size = check_int(world_size, "world_size", min_value=1)
+    batch_size = check_int(batch_size, "batch_size", min_value=world_size)
+    if batch_size % world_size:
+        raise ValueError(f"batch_size ({batch_size}) must be divisible by world_size "
+                         f"({world_size})")
+    lr = check_float(lr, "lr", min_value=0.0, min_inclusive=False)
+    check_float(timeout, "timeout", min_value=0.0, min_inclusive=False)
+    batches = _lm_step_batches(tokens, steps, batch_size, model.config.block_size, seed)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    single = clone(model).train()
+    single_losses = _lm_train_steps(single, batches, lr, slice(None))
+    full = sum(p.numel() * p.element_size() for p in model.parameters())
+    result = _run_workers(_fsdp_worker, world_size, timeout, "FSDP2",
+                          lambda r, port, out: (r, world_size, port, model.config, state,
+                                                batches, lr, out, timeout))
+    return ShardedTrainingReport(single_losses, result["losses"], world_size, full,
+                                 result["bytes"])
 
 
 # --------------------------------------------------------------------------- pipeline

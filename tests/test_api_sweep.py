@@ -39,6 +39,10 @@ from companion import (
     distill,
     dynamic,
     infer,
+    lm,
+    lm_prune,
+    lm_quant,
+    lm_tune,
     lr,
     measure,
     models,
@@ -73,6 +77,19 @@ def _y() -> torch.Tensor:
 @functools.cache
 def _onnx() -> bytes:
     return infer.export_onnx(_mlp(), _x())
+
+
+_LM_CFG = lm.LMConfig(block_size=16, d_model=32, n_layers=1, n_heads=2)
+_TOKENS = torch.arange(600) % 50
+
+
+def _lm() -> nn.Module:
+    torch.manual_seed(0)
+    return lm.TinyGPT(_LM_CFG)
+
+
+def _lm_calib() -> list[torch.Tensor]:
+    return [_TOKENS[:32].view(2, 16)]
 
 
 def _curve_call() -> dict[str, Any]:
@@ -300,6 +317,97 @@ CASES: list[Case] = [
     Case("apps.budget_report", apps.budget_report,
          lambda: {"name": "cnn", "latencies_ms": __import__("numpy").array([1.0, 2.0]),
                   "budget_ms": 5.0}, bad={"budget_ms": [0.0, -1.0]}, no_auto=("name",)),
+    # ---------------------------------------------------------------- language model
+    Case("lm.perplexity", lm.perplexity, lambda: {"model": _lm(), "tokens": _TOKENS[:100]},
+         bad={"batch_size": [0], "max_windows": [0], "tokens": [_TOKENS[:10]]}),
+    Case("lm.generate", lm.generate,
+         lambda: {"model": _lm(), "prompt": _TOKENS[:4], "new_tokens": 3},
+         bad={"new_tokens": [0, 100], "temperature": [-1.0], "prompt": [torch.zeros(3)]}),
+    Case("lm.lm_loss", lm.lm_loss,
+         lambda: {"logits": torch.randn(2, 4, 50), "targets": _TOKENS[:8].view(2, 4)},
+         no_auto=("logits",)),
+    Case("lm.stdlib_corpus", lm.stdlib_corpus, lambda: {"files": ("heapq.py",)},
+         bad={"files": [(), ("no_such.py",)], "val_fraction": [0.0, 0.9]}),
+    Case("lm.decode_latency", lm.decode_latency,
+         lambda: {"variants": {"a": _lm()}, "prompt": _TOKENS[:4], "new_tokens": 2,
+                  "rounds": 2},
+         bad={"variants": [{}], "new_tokens": [0], "rounds": [1]}, no_auto=("variants",)),
+    Case("lm.compare_lms", lm.compare_lms,
+         lambda: {"variants": {"a": _lm()}, "tokens": _TOKENS[:100], "prompt": _TOKENS[:4],
+                  "new_tokens": 2, "rounds": 2},
+         bad={"variants": [{}], "new_tokens": [0]}, no_auto=("variants",)),
+    Case("lm.train_lm", lm.train_lm,
+         lambda: {"model": _lm(), "tokens": _TOKENS,
+                  "config": lm.LMTrainConfig(steps=2, batch_size=2, warmup_steps=0),
+                  "progress": False},
+         bad={"epochs": [0, 3], "config": ["fast"], "model": [nn.Linear(2, 2)]}),
+    Case("lm.pretrained_lm", lm.pretrained_lm,
+         lambda: {"corpus": lm.Corpus(_TOKENS[:500], _TOKENS[500:], ("x",), "sweep"),
+                  "config": _LM_CFG, "progress": False,
+                  "train": lm.LMTrainConfig(steps=1, batch_size=2, warmup_steps=0),
+                  "cache_dir": __import__("tempfile").mkdtemp()},
+         bad={"corpus": ["stdlib"]}, no_auto=("cache_dir",)),
+    Case("lm.peak_memory", lm.peak_memory, lambda: {"fn": lambda: torch.ones(3)},
+         bad={"fn": [3]}),
+    Case("lm_quant.quantize_groupwise", lm_quant.quantize_groupwise,
+         lambda: {"weight": torch.randn(4, 32), "bits": 4, "group_size": 16},
+         bad={"bits": [1, 9], "group_size": [0, 7], "weight": [torch.randn(32)]}),
+    Case("lm_quant.gptq_quantize", lm_quant.gptq_quantize,
+         lambda: {"weight": torch.randn(4, 32), "hessian": torch.eye(32), "bits": 4,
+                  "group_size": 16},
+         bad={"bits": [1, 9], "group_size": [7], "hessian": [torch.eye(31)],
+              "damp": [0.0]}),
+    Case("lm_quant.awq_search", lm_quant.awq_search,
+         lambda: {"weight": torch.randn(4, 32), "inputs": torch.randn(8, 32), "bits": 4,
+                  "group_size": 16},
+         bad={"bits": [1], "grid": [1], "inputs": [torch.randn(8, 31)]}),
+    Case("lm_quant.smooth_scales", lm_quant.smooth_scales,
+         lambda: {"act_absmax": torch.rand(32) + 0.1, "weight": torch.randn(4, 32)},
+         bad={"alpha": [-0.1, 1.5], "act_absmax": [torch.rand(31)]}),
+    Case("lm_quant.pack_int4", lm_quant.pack_int4,
+         lambda: {"q": torch.randint(0, 16, (2, 4), dtype=torch.uint8)},
+         bad={"q": [torch.full((2, 4), 16, dtype=torch.uint8),
+                    torch.zeros(2, 3, dtype=torch.uint8)]}),
+    Case("lm_quant.quantize_lm", lm_quant.quantize_lm,
+         lambda: {"model": _lm(), "bits": 4, "group_size": 16, "method": "gptq",
+                  "calibration": _lm_calib()},
+         bad={"bits": [1, 9], "group_size": [7], "calibration": [[]]}, choices=("method",)),
+    Case("lm_quant.activation_absmax", lm_quant.activation_absmax,
+         lambda: {"model": _lm(), "calibration": _lm_calib()}, bad={"calibration": [[]]}),
+    Case("lm_quant.linear_inputs", lm_quant.linear_inputs,
+         lambda: (lambda m: {"model": m, "layer": m.head, "calibration": _lm_calib()})(_lm()),
+         bad={"calibration": [[]], "max_rows": [0]}, no_auto=("layer",)),
+    Case("lm_prune.prune_lm", lm_prune.prune_lm,
+         lambda: {"model": _lm(), "sparsity": 0.5, "method": "wanda",
+                  "calibration": _lm_calib()},
+         bad={"sparsity": [-0.1, 1.0], "calibration": [[]]}, choices=("method", "pattern")),
+    Case("lm_prune.prune_scores", lm_prune.prune_scores,
+         lambda: {"weight": torch.randn(4, 8), "input_norm": torch.rand(8)},
+         bad={"input_norm": [torch.rand(7)]}),
+    Case("lm_prune.prune_mask", lm_prune.prune_mask,
+         lambda: {"scores": torch.rand(4, 8), "sparsity": 0.5},
+         bad={"sparsity": [1.0, -0.5], "scores": [torch.rand(8)]}, choices=("pattern",)),
+    Case("lm_prune.sparsity_of", lm_prune.sparsity_of, lambda: {"model": _lm()}),
+    Case("lm_tune.add_lora", lm_tune.add_lora, lambda: {"model": _lm(), "rank": 2},
+         bad={"rank": [0, 1000], "alpha": [0.0]}),
+    Case("lm_tune.merge_lora", lm_tune.merge_lora,
+         lambda: {"model": lm_tune.add_lora(_lm(), rank=2)}),
+    Case("lm_tune.trainable_parameters", lm_tune.trainable_parameters,
+         lambda: {"model": _lm()}),
+    Case("lm_tune.optimizer_state_bytes", lm_tune.optimizer_state_bytes,
+         lambda: {"optimizer": torch.optim.Adam(_lm().parameters())},
+         bad={"optimizer": ["adam"]}),
+    Case("lm_tune.distill_lm", lm_tune.distill_lm,
+         lambda: {"student": _lm(), "teacher": _lm(), "tokens": _TOKENS,
+                  "config": lm.LMTrainConfig(steps=1, batch_size=2, warmup_steps=0)},
+         bad={"temperature": [0.0], "alpha": [1.5]}),
+    Case("lm_tune.training_memory", lm_tune.training_memory,
+         lambda: {"model": _lm(), "batch_size": 2, "seq_len": 16},
+         bad={"batch_size": [0], "seq_len": [0]}),
+    Case("parallel.fsdp_training", parallel.fsdp_training,
+         lambda: {"model": _lm(), "tokens": _TOKENS, "steps": 1, "batch_size": 2},
+         bad={"batch_size": [3], "steps": [0], "world_size": [0], "model": [_mlp()]},
+         run_valid=False),
     Case("data.make_loaders", data.make_loaders, lambda: {"dataset": _DS, "batch_size": 8},
          bad={"batch_size": [0], "dataset": ["mnist"], "train_size": [0, 10**9]}),
     Case("data.synthetic_images", data.synthetic_images, lambda: {"n_train": 8, "n_test": 4},
@@ -367,7 +475,15 @@ NOT_SWEPT: dict[str, str] = {
        ("EarlyExitNet", "joint_exit_loss", "fit_early_exit", "ExitResult", "exit_curve",
         "SkipMLP", "fit_dynamic")},
     **{f"parallel.{n}": "a result class or a forward helper; tested in test_parallel.py"
-       for n in ("pipeline_forward", "PipelineSlot", "PipelineSchedule")},
+       for n in ("pipeline_forward", "PipelineSlot", "PipelineSchedule",
+                 "ShardedTrainingReport")},
+    **{f"lm.{n}": "a config, data or model class; tested in test_lm.py" for n in
+       ("Corpus", "LMConfig", "TinyGPT", "KVCache", "LMTrainConfig", "lm_batches")},
+    **{f"lm_quant.{n}": "a result or layer class, or the inverse of a swept function; "
+                        "tested in test_lm.py" for n in
+       ("GroupQuantized", "QuantizedLinear", "dequantize_groupwise", "unpack_int4")},
+    **{f"lm_tune.{n}": "a layer or result class; tested in test_lm.py" for n in
+       ("LoRALinear", "MemoryBudget")},
     **{f"apps.{n}": "tested in test_apps.py" for n in
        ("Interactions", "MatrixFactorization", "fit_recommender", "recall_at_k",
         "dequantize_rows", "table_bytes", "quantized_recommender", "frame_latencies",
@@ -381,7 +497,8 @@ NOT_SWEPT: dict[str, str] = {
 _SWEPT_MODULES = ("data", "models", "train", "measure", "plot", "quant", "pt2e", "prune",
                   "sparse",
                   "architectures", "distill", "lr", "optim", "regularize", "infer", "amp",
-                  "dynamic", "parallel", "apps", "report")
+                  "dynamic", "parallel", "lm", "lm_quant", "lm_prune", "lm_tune", "apps",
+                  "report")
 
 
 def _public_names() -> set[str]:
