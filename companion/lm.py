@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import math
 import sysconfig
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -412,40 +411,30 @@ def train_lm(model: nn.Module, tokens: torch.Tensor, config: LMTrainConfig | Non
                loss_fn=loss_fn or lm_loss, device="cpu", progress=progress, desc="train LM")
 
 
-def _cache_key(config: LMConfig, train: LMTrainConfig, corpus: Corpus) -> str:
-    blob = json.dumps([asdict(config), asdict(train), corpus.sha256], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
 def pretrained_lm(corpus: Corpus, config: LMConfig | None = None,
                   train: LMTrainConfig | None = None, *, cache_dir: str | Path | None = None,
                   progress: bool = True) -> TinyGPT:
     """A :class:`TinyGPT` trained on ``corpus.train``, from the cache when it is there.
 
-    The file is ``<cache>/lm/tinygpt-<hash>.pt`` where the hash covers the
-    model config, the training config and the corpus hash; so a change to any
-    of them trains a new model. Returned in eval mode.
+    :func:`companion.train.cached_training` keeps the weights in
+    ``<cache>/lm/tinygpt-<hash>.pt``, where the hash covers the model config,
+    the training config and the corpus hash; so a change to any of them
+    trains a new model. Returned in eval mode.
     """
     from .data import default_cache_dir
-    from .train import set_seed
+    from .train import cached_training
 
     if not isinstance(corpus, Corpus):
         raise TypeError(f"corpus must be a Corpus, got {type(corpus).__name__}")
     config = config if config is not None else LMConfig()
     train = train if train is not None else LMTrainConfig()
-    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "lm"
-    path = folder / f"tinygpt-{_cache_key(config, train, corpus)}.pt"
-    set_seed(train.seed)   # the initial weights too come from the seed
-    model = TinyGPT(config)
-    if path.is_file():
-        model.load_state_dict(torch.load(path, weights_only=True))
-    else:
-        train_lm(model, corpus.train, train, progress=progress)
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(model.state_dict(), tmp)
-        tmp.replace(path)
-    return model.eval()
+    if not isinstance(config, LMConfig) or not isinstance(train, LMTrainConfig):
+        raise TypeError("config must be an LMConfig and train an LMTrainConfig")
+    key = {"config": asdict(config), "train": asdict(train), "corpus": corpus.sha256}
+    return cached_training(
+        "tinygpt", key, lambda: TinyGPT(config),
+        lambda m: train_lm(m, corpus.train, train, progress=progress), seed=train.seed,
+        cache_dir=cache_dir if cache_dir is not None else default_cache_dir() / "lm")
 
 
 # --------------------------------------------------------------------------- measurements

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import random
 import sys
 import time
@@ -25,7 +26,7 @@ from ._checks import (
 )
 
 __all__ = ["set_seed", "default_device", "History", "fit", "evaluate", "predict_logits", "clone",
-           "logits_of"]
+           "logits_of", "cached_training"]
 
 OutputFn = Callable[[Any], torch.Tensor]
 
@@ -288,6 +289,55 @@ def fit(model: nn.Module, train_loader: Iterable, *, epochs: int = 1,
             bar.set_postfix(postfix, refresh=tty)
     history.seconds = time.perf_counter() - start
     return history
+
+
+def cached_training(name: str, key: Mapping[str, Any], build: Callable[[], nn.Module],
+                    fit_fn: Callable[[nn.Module], Any], *, seed: int = 0,
+                    cache_dir: str | os.PathLike | None = None) -> nn.Module:
+    """Train a model once and reuse it: later calls with the same ``name`` and ``key``
+    load the saved weights instead of training again.
+
+    ``set_seed(seed)``, then ``model = build()`` and ``fit_fn(model)``; the
+    state dict is saved (atomically) as ``<cache_dir>/<name>-<hash of key>.pt``
+    (default ``cache_dir``: ``$COMPANION_CACHE/models``). The model comes back
+    in eval mode either way.
+
+    Args:
+        name: a file-name-safe label (letters, digits, ``-``, ``_``).
+        key: everything that changes the result (data, recipe, seed, versions),
+            as JSON-serialisable values; a change to the *code* of ``fit_fn``
+            that is not reflected in ``key`` is not noticed.
+        build: makes the untrained model.
+        fit_fn: trains it in place (its return value is ignored).
+    """
+    import hashlib
+    import json
+    import re
+    from pathlib import Path
+
+    from .data import default_cache_dir
+
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        raise ValueError(f"name must be letters, digits, '-' or '_', got {name!r}")
+    if not isinstance(key, Mapping):
+        raise TypeError(f"key must be a mapping, got {type(key).__name__}")
+    check_callable(build, "build")
+    check_callable(fit_fn, "fit_fn")
+    seed = check_int(seed, "seed", min_value=0)
+    blob = json.dumps({"key": dict(key), "seed": seed}, sort_keys=True, default=str)
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "models"
+    path = folder / f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}.pt"
+    set_seed(seed)
+    model = check_module(build(), "build()")
+    if path.is_file():
+        model.load_state_dict(torch.load(path, weights_only=True))
+    else:
+        fit_fn(model)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        torch.save(model.state_dict(), tmp)
+        tmp.replace(path)
+    return model.eval()
 
 
 def clone(model: nn.Module) -> nn.Module:

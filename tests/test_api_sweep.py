@@ -424,6 +424,7 @@ NOT_SWEPT: dict[str, str] = {
        for n in ("count_trainable", "LeNet300100", "LeNet5", "SmallCNN")},
     "train.default_device": "takes a preference string; falls back to the CPU by design",
     "train.History": "a result dataclass",
+    "train.cached_training": "trains and writes a file; tested in test_models_train.py",
     "train.logits_of": "takes any model output (tensor, .logits, dict, tuple); tested in "
                        "test_models_train.py",
     **{f"measure.{n}": "a result dataclass or table" for n in

@@ -190,3 +190,24 @@ def test_output_fn_picks_the_logits(tiny_data):
     assert hist.steps == len(loaders.train)
     with pytest.raises(TypeError, match="output_fn must return"):
         train.evaluate(model, loaders.test, output_fn=lambda out: out)
+
+
+def test_cached_training_trains_once_then_loads(tmp_path):
+    calls = []
+
+    def fit_fn(model):
+        calls.append(1)
+        with torch.no_grad():
+            model.weight.fill_(3.0)
+
+    key = {"data": "none", "recipe": "fill with 3"}
+    a = train.cached_training("toy", key, lambda: nn.Linear(2, 2), fit_fn, cache_dir=tmp_path)
+    b = train.cached_training("toy", key, lambda: nn.Linear(2, 2), fit_fn, cache_dir=tmp_path)
+    assert calls == [1] and torch.equal(a.weight, b.weight) and not b.training
+    train.cached_training("toy", {**key, "seed": 1}, lambda: nn.Linear(2, 2), fit_fn,
+                          cache_dir=tmp_path)
+    assert calls == [1, 1] and len(list(tmp_path.glob("toy-*.pt"))) == 2
+    with pytest.raises(ValueError, match="name"):
+        train.cached_training("a/b", key, lambda: nn.Linear(2, 2), fit_fn, cache_dir=tmp_path)
+    with pytest.raises(TypeError, match="key"):
+        train.cached_training("toy", ["x"], lambda: nn.Linear(2, 2), fit_fn, cache_dir=tmp_path)
