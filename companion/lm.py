@@ -559,9 +559,9 @@ def compare_lms(variants: Mapping[str, nn.Module], tokens: torch.Tensor, prompt:
 def peak_memory(fn: Callable[[], Any]) -> int:
     """Peak bytes that PyTorch allocated (above the start) while ``fn()`` ran.
 
-    On CUDA: ``torch.cuda.max_memory_allocated``. On CPU: the profiler's
-    allocation events, summed in time order (tensors alive before ``fn``
-    started are not counted).
+    Measured with the profiler's CPU allocation events, summed in time order
+    (tensors alive before ``fn`` started are not counted); allocations on a
+    GPU are not included (use ``torch.cuda.max_memory_allocated`` there).
     """
     import torch.profiler as tp
 

@@ -34,7 +34,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._checks import check_choice, check_float, check_int, check_module, check_tensor
+from ._checks import (
+    check_choice,
+    check_float,
+    check_int,
+    check_module,
+    check_tensor,
+    evaluating,
+)
 from .train import clone
 
 __all__ = [
@@ -274,11 +281,9 @@ def linear_inputs(model: nn.Module, layer: nn.Module, calibration: Iterable[torc
     handle = layer.register_forward_pre_hook(
         lambda _m, args: rows.append(args[0].detach().reshape(-1, args[0].shape[-1]).float()))
     try:
-        was = model.training
-        model.eval()
-        for batch in calibration:
-            model(batch)
-        model.train(was)
+        with evaluating(model):
+            for batch in calibration:
+                model(batch)
     finally:
         handle.remove()
     if not rows:

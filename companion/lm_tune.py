@@ -104,11 +104,8 @@ class _StudentTeacher(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         teacher = self._teacher[0]
-        with torch.no_grad():
-            was = teacher.training
-            teacher.eval()
+        with torch.no_grad(), evaluating(teacher):
             t = teacher(x)
-            teacher.train(was)
         return torch.stack([self.student(x), t])
 
 
