@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, SequentialSampler, TensorDataset
 
 from ._checks import check_int
 
@@ -250,11 +250,22 @@ def make_loaders(dataset: ImageDataset, batch_size: int = 64, *, train_size: int
     gen = torch.Generator().manual_seed(seed)
     train = DataLoader(_tensor_dataset(dataset.train.take(train_size, "train_size"), flatten),
                        batch_size=batch_size, shuffle=True, generator=gen)
-    val = DataLoader(_tensor_dataset(dataset.val.take(test_size, "test_size"), flatten),
-                     batch_size=eval_batch_size)
-    test = DataLoader(_tensor_dataset(dataset.test.take(test_size, "test_size"), flatten),
-                      batch_size=eval_batch_size)
+    val = _eval_loader(_tensor_dataset(dataset.val.take(test_size, "test_size"), flatten),
+                       eval_batch_size)
+    test = _eval_loader(_tensor_dataset(dataset.test.take(test_size, "test_size"), flatten),
+                        eval_batch_size)
     return Loaders(train, val, test)
+
+
+def _eval_loader(dataset: TensorDataset, batch_size: int) -> DataLoader:
+    """Batches in order, each cut from the tensors with one indexing operation.
+
+    The usual ``DataLoader(dataset, batch_size)`` fetches a batch example by
+    example and stacks them, which made reading 10,000 MNIST images take longer
+    than LeNet-300-100's forward pass over them (about 100 ms against 5 ms).
+    """
+    return DataLoader(dataset, batch_size=None,
+                      sampler=BatchSampler(SequentialSampler(dataset), batch_size, drop_last=False))
 
 
 def keras_arrays(split: Split, *, flatten: bool = False) -> tuple[np.ndarray, np.ndarray]:
