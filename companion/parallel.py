@@ -9,7 +9,7 @@
   Every wait is bounded: the process group has a timeout and the parent
   kills workers that outlive ``timeout`` seconds.
 * **Pipeline parallelism.** :func:`split_stages` cuts an ``nn.Sequential``
-  into stages of balanced MACs, :func:`pipeline_forward` runs micro-batches
+  into stages whose largest has the fewest MACs, :func:`pipeline_forward` runs micro-batches
   through them, and :func:`simulate_pipeline` draws the GPipe schedule of
   forward and backward passes on a *simulated* timeline, whose idle fraction
   (the "bubble") is ``(p - 1) / (m + p - 1)``.
@@ -276,9 +276,38 @@ def fsdp_training(model: nn.Module, tokens: torch.Tensor, *, steps: int = 20,
 
 
 # --------------------------------------------------------------------------- pipeline
+def _balanced_bounds(costs: list[float], parts: int) -> list[int]:
+    """Boundaries ``[0, ..., len(costs)]`` of ``parts`` non-empty consecutive
+    groups of ``costs`` that minimize the largest group's sum."""
+    n = len(costs)
+    prefix = [0.0]
+    for c in costs:
+        prefix.append(prefix[-1] + c)
+    inf = float("inf")
+    # best[k][j]: the smallest largest-group sum for the first j costs in k groups
+    best = [[inf] * (n + 1) for _ in range(parts + 1)]
+    start = [[0] * (n + 1) for _ in range(parts + 1)]
+    best[0][0] = 0.0
+    for k in range(1, parts + 1):
+        for j in range(k, n + 1):
+            for i in range(k - 1, j):
+                cost = max(best[k - 1][i], prefix[j] - prefix[i])
+                if cost < best[k][j]:
+                    best[k][j], start[k][j] = cost, i
+    bounds, j = [n], n
+    for k in range(parts, 0, -1):
+        j = start[k][j]
+        bounds.append(j)
+    return bounds[::-1]
+
+
 def split_stages(model: nn.Sequential, stages: int,
                  example_input: torch.Tensor) -> list[nn.Sequential]:
-    """Cut ``model`` into ``stages`` consecutive pieces of roughly equal MACs.
+    """Cut ``model`` into ``stages`` consecutive pieces whose largest has the fewest MACs.
+
+    The slowest stage sets a pipeline's pace, so the cut minimizes the MACs of
+    the largest piece (a dynamic programme over the layer prefixes, exact for
+    the given per-layer counts); every piece has at least one layer.
 
     Args:
         model: an ``nn.Sequential`` (the pieces share its layers: no copy).
@@ -297,15 +326,7 @@ def split_stages(model: nn.Sequential, stages: int,
             mod = nn.Sequential(layer)
             macs.append(count_flops(mod, h).macs + 1)  # +1: every layer costs something
             h = mod(h)
-    target = sum(macs) / stages
-    cuts, acc = [], 0.0
-    for i, m in enumerate(macs[:-1]):
-        acc += m
-        remaining_layers = len(layers) - (i + 1)
-        if (len(cuts) < stages - 1 and (acc >= target * (len(cuts) + 1)
-                                        or remaining_layers == stages - 1 - len(cuts))):
-            cuts.append(i + 1)
-    bounds = [0, *cuts, len(layers)]
+    bounds = _balanced_bounds(macs, stages)
     return [nn.Sequential(OrderedDict(layers[a:b])) for a, b in zip(bounds[:-1], bounds[1:],
                                                                      strict=True)]
 

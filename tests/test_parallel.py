@@ -69,3 +69,30 @@ def test_bubble_formula_bad_input():
 def test_pipeline_forward_bad_input(stages, x, micro, exc, name):
     with pytest.raises(exc, match=name):
         parallel.pipeline_forward(stages, x, micro)
+
+
+def test_split_stages_minimizes_the_largest_stage():
+    # four big layers, each followed by a free one, then a small head: the best
+    # 4-stage cut puts one big layer in each stage (a greedy running-sum cut
+    # put two big layers in the first stage)
+    model = nn.Sequential(*[m for _ in range(4) for m in (nn.Linear(64, 64), nn.ReLU())],
+                          nn.Linear(64, 2)).eval()
+    stages = parallel.split_stages(model, 4, torch.rand(1, 64))
+    assert [sum(isinstance(m, nn.Linear) and m.out_features == 64 for m in s)
+            for s in stages] == [1, 1, 1, 1]
+    assert sum(len(s) for s in stages) == len(model)
+
+
+def test_balanced_bounds_is_optimal_on_small_cases():
+    import itertools
+
+    from companion.parallel import _balanced_bounds
+
+    rng = torch.Generator().manual_seed(0)
+    for n, parts in [(5, 2), (6, 3), (7, 4), (4, 4), (3, 1)]:
+        costs = torch.randint(1, 20, (n,), generator=rng).tolist()
+        bounds = _balanced_bounds(costs, parts)
+        got = max(sum(costs[a:b]) for a, b in itertools.pairwise(bounds))
+        brute = min(max(sum(costs[a:b]) for a, b in itertools.pairwise((0, *cut, n)))
+                    for cut in itertools.combinations(range(1, n), parts - 1))
+        assert got == brute and len(bounds) == parts + 1 and bounds[0] == 0 and bounds[-1] == n
