@@ -308,7 +308,11 @@ def cached_training(name: str, key: Mapping[str, Any], build: Callable[[], nn.Mo
             as JSON-serialisable values; a change to the *code* of ``fit_fn``
             that is not reflected in ``key`` is not noticed.
         build: makes the untrained model.
-        fit_fn: trains it in place (its return value is ignored).
+        fit_fn: trains it in place (its return value is ignored). Give it its
+            own data loader: a ``DataLoader``'s shuffling generator moves on with
+            every epoch, so training on a shared one makes the model depend on
+            what ran before, and loading from the cache (no epochs run) would
+            change what the shared loader yields afterwards.
     """
     import hashlib
     import json

@@ -1,0 +1,44 @@
+"""Every section of the book ends with exercises and shows at least one figure.
+
+A section is a notebook in a chapter folder (``book/ch*/``). The exercises are
+a ``## Exercises`` heading with at least three numbered items, and at least
+one worked solution (a ``Solution to exercise`` heading or admonition). The
+figure is an image that one of the section's code cells drew (a stored
+``image/png`` output): the book draws its figures with code, and its stored
+outputs come from ``make notebooks`` (``tests/test_notebook_records.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SECTIONS = sorted(p for p in ROOT.glob("book/ch*/*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+pytestmark = pytest.mark.skipif(not SECTIONS, reason="needs the repository's book/")
+
+
+def _markdown(nb: dict) -> str:
+    return "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+
+
+@pytest.mark.parametrize("path", SECTIONS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_section_has_exercises_with_a_worked_solution(path: Path) -> None:
+    text = _markdown(json.loads(path.read_text()))
+    heading = re.search(r"^## Exercises\s*$", text, re.MULTILINE)
+    assert heading, f"{path.name}: no '## Exercises' heading"
+    after = text[heading.end():]
+    items = re.findall(r"^\d+\.\s", after, re.MULTILINE)
+    assert len(items) >= 3, f"{path.name}: {len(items)} numbered exercises, want at least 3"
+    assert "Solution to exercise" in after, f"{path.name}: no worked solution"
+
+
+@pytest.mark.parametrize("path", SECTIONS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_section_draws_a_figure(path: Path) -> None:
+    nb = json.loads(path.read_text())
+    images = sum("image/png" in out.get("data", {}) for c in nb["cells"]
+                 if c["cell_type"] == "code" for out in c.get("outputs", []))
+    assert images >= 1, f"{path.name}: no figure drawn by a code cell"
