@@ -26,3 +26,59 @@ def test_network_is_blocked():
             s.connect(("192.0.2.1", 80))
     finally:
         s.close()
+
+
+# The package's layers, bottom up (CONTRIBUTING.md, "Architecture", draws the same
+# picture): a module may import only modules of lower layers, so there is no cycle,
+# and a new module must be placed here before its test passes.
+LAYERS = [
+    ["_checks", "plot"],
+    ["data", "models", "architectures", "optim", "apps", "pt2e", "_channel_graph",
+     "keras.core"],
+    ["train"],
+    ["measure", "lr", "regularize", "quant", "distill", "amp", "lm_quant"],
+    ["prune", "infer", "dynamic", "lm", "lm_prune"],
+    ["sparse", "lm_tune", "parallel", "keras.prune"],
+    ["report"],
+    ["cli"],
+]
+
+
+def _companion_imports(path, package_root):
+    """The companion modules that ``path`` imports, lazily imported ones included."""
+    import ast
+
+    here = path.relative_to(package_root).with_suffix("").parts[:-1]   # ("keras",) or ()
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        if node.level:
+            base = list(here[:len(here) - (node.level - 1)])
+        elif node.module and node.module.split(".")[0] == "companion":
+            base = []
+            node = ast.ImportFrom(module=node.module.partition(".")[2] or None,
+                                  names=node.names, level=1)
+        else:
+            continue
+        if node.module:
+            found.add(".".join([*base, node.module.split(".")[0]]))
+        else:
+            found.update(".".join([*base, alias.name]) for alias in node.names)
+    return found
+
+
+def test_modules_import_only_lower_layers():
+    from pathlib import Path
+
+    root = Path(companion.__file__).parent
+    layer_of = {m: i for i, names in enumerate(LAYERS) for m in names}
+    modules = {".".join(p.relative_to(root).with_suffix("").parts): p
+               for p in root.rglob("*.py") if p.name != "__init__.py"}
+    assert set(modules) == set(layer_of), (
+        f"place these in LAYERS: {sorted(set(modules) - set(layer_of))}; "
+        f"gone: {sorted(set(layer_of) - set(modules))}")
+    upward = [(name, dep) for name, path in modules.items()
+              for dep in _companion_imports(path, root)
+              if dep in layer_of and layer_of[dep] >= layer_of[name]]
+    assert not upward, f"imports at the same or a higher layer: {upward}"
