@@ -261,8 +261,9 @@ def _eval_loader(dataset: TensorDataset, batch_size: int) -> DataLoader:
     """Batches in order, each cut from the tensors with one indexing operation.
 
     The usual ``DataLoader(dataset, batch_size)`` fetches a batch example by
-    example and stacks them, which made reading 10,000 MNIST images take longer
-    than LeNet-300-100's forward pass over them (about 100 ms against 5 ms).
+    example and stacks them: reading 10,000 MNIST images in batches of 1,000
+    took about 99 ms that way and 6 ms this way, and evaluating LeNet-300-100
+    on them 66 ms instead of 38 ms (the same batches either way).
     """
     return DataLoader(dataset, batch_size=None,
                       sampler=BatchSampler(SequentialSampler(dataset), batch_size, drop_last=False))
