@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -199,21 +199,39 @@ def quantized_recommender(
 
 
 # --------------------------------------------------------------------------- perception
-def frame_latencies(run: Callable[[Any], Any], frames: Any, *, warmup: int = 5) -> np.ndarray:
-    """Milliseconds of ``run(frame)`` for each frame, one at a time, after ``warmup`` calls."""
-    if not callable(run):
-        raise TypeError("run must be callable")
+def frame_latencies(run: Callable[[Any], Any] | Mapping[str, Callable[[Any], Any]],
+                    frames: Any, *, warmup: int = 5,
+                    block: int = 25) -> np.ndarray | dict[str, np.ndarray]:
+    """Milliseconds of ``run(frame)`` for each frame, one at a time, after ``warmup`` calls.
+
+    ``run`` may also be a mapping of names to callables: the variants then
+    take turns over blocks of ``block`` frames (frames 0 to 24 through the
+    first variant, then through the second, ..., then frames 25 to 49), so
+    that a slow phase of the machine slows them alike, while each variant
+    still runs frame after frame with its weights in cache, as it would on its
+    own. A dict of arrays is returned, in the mapping's order.
+    """
+    runs = dict(run) if isinstance(run, Mapping) else {"": run}
+    if not runs:
+        raise ValueError("run must not be an empty mapping")
+    for name, fn in runs.items():
+        if not callable(fn):
+            raise TypeError(f"run must be callable (or a mapping of callables); "
+                            f"{name or 'run'!r} is {type(fn).__name__}")
     warmup = check_int(warmup, "warmup", min_value=0)
+    block = check_int(block, "block", min_value=1)
     if len(frames) == 0:
         raise ValueError("frames must not be empty")
-    for i in range(min(warmup, len(frames))):
-        run(frames[i])
-    out = np.empty(len(frames))
-    for i in range(len(frames)):
-        t0 = time.perf_counter()
-        run(frames[i])
-        out[i] = (time.perf_counter() - t0) * 1000
-    return out
+    out = {name: np.empty(len(frames)) for name in runs}
+    for start in range(0, len(frames), block):
+        for name, fn in runs.items():
+            for i in range(min(warmup, len(frames)) if start == 0 else 0):
+                fn(frames[i])
+            for i in range(start, min(start + block, len(frames))):
+                t0 = time.perf_counter()
+                fn(frames[i])
+                out[name][i] = (time.perf_counter() - t0) * 1000
+    return out if isinstance(run, Mapping) else out[""]
 
 
 @dataclass

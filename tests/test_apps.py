@@ -44,6 +44,17 @@ def test_recall_at_k_perfect_and_excludes_training_items():
 def test_budget_report():
     lat = apps.frame_latencies(lambda f: f * 2, np.arange(10.0), warmup=2)
     assert lat.shape == (10,) and (lat >= 0).all()
+    calls = []
+    both = apps.frame_latencies({"a": lambda f: calls.append(("a", f)),
+                                 "b": lambda f: calls.append(("b", f))}, [0, 1, 2],
+                                warmup=1, block=2)
+    assert list(both) == ["a", "b"] and both["a"].shape == (3,)
+    assert calls == [("a", 0), ("a", 0), ("a", 1), ("b", 0), ("b", 0), ("b", 1),
+                     ("a", 2), ("b", 2)]                       # turns over blocks of 2
+    with pytest.raises(TypeError, match="'b'"):
+        apps.frame_latencies({"a": len, "b": 3}, [0])
+    with pytest.raises(ValueError, match="empty mapping"):
+        apps.frame_latencies({}, [0])
     rep = apps.budget_report("m", np.array([1.0, 2.0, 3.0, 4.0]), 2.5)
     assert rep.met == 0.5 and rep.median_ms == 2.5
     with pytest.raises(ValueError, match="budget_ms"):
