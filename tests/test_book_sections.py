@@ -42,3 +42,34 @@ def test_section_draws_a_figure(path: Path) -> None:
     images = sum("image/png" in out.get("data", {}) for c in nb["cells"]
                  if c["cell_type"] == "code" for out in c.get("outputs", []))
     assert images >= 1, f"{path.name}: no figure drawn by a code cell"
+
+
+NOTEBOOKS = sorted(p for p in ROOT.glob("book/*/*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+NEEDS = {  # what a reader must install beyond companion, detected from the code cells
+    "TensorFlow": re.compile(r"import tensorflow|from tensorflow|import keras|companion\.keras"),
+    "dataset-fashion-mnist": re.compile(r"load_fashion_mnist"),
+}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_first_cell_says_how_to_run_the_page(path: Path) -> None:
+    """A reader who downloads one notebook learns from its first cell what it needs and how
+    long it ran; the time is the stored run's (``tools/run_notebooks.py`` writes it)."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    from run_notebooks import RUN_TIME, run_time_text
+
+    nb = json.loads(path.read_text())
+    first = "".join(nb["cells"][0]["source"])
+    assert ":::{admonition} Running this page" in first, f"{path.name}: no 'Running this page'"
+    assert "pip install -e ." in first, f"{path.name}: the note does not say how to install"
+    match = RUN_TIME.search(first)
+    assert match, f"{path.name}: the note states no run time ('took **...** on')"
+    stated = first[match.end(1):match.start(2)]
+    measured = run_time_text(nb["metadata"]["companion"]["seconds"])
+    assert stated == measured, f"{path.name}: note says {stated}, the stored run took {measured}"
+    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    for need, pattern in NEEDS.items():
+        if pattern.search(code):
+            assert need in first, f"{path.name}: uses {need} but its first cell does not say so"

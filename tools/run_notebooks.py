@@ -16,6 +16,8 @@ the 1-thread one because of that. This script
   cells (``tests/test_notebook_records.py`` checks that the outputs belong to
   the current code), the CPU and thread setup, and the load average before
   and after the run (a load well above 0 means something else was running);
+* writes that wall time into the page's "Running this page" note (the first
+  cell), so the time a reader is promised is the time of the stored run;
 * prints each notebook's wall time, for the README's budget table.
 """
 
@@ -27,11 +29,13 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+RUN_TIME = re.compile(r"(took \*\*)[^*]*(\*\* on)")   # in the first cell's "Running this page"
 LOCK = Path(os.environ.get("TMPDIR", "/tmp")) / "companion-notebooks.lock"
 
 
@@ -42,8 +46,23 @@ def code_hash(nb: dict) -> str:
     return hashlib.sha256(json.dumps(sources).encode()).hexdigest()
 
 
+def run_time_text(seconds: float) -> str:
+    """How the note states a run time: whole seconds under two minutes, else minutes."""
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def stamp_run_time(nb: dict, seconds: float) -> bool:
+    """Put ``seconds`` into the "took **...** on" phrase of the first cell; False if absent."""
+    cell = nb["cells"][0]
+    src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+    new, n = RUN_TIME.subn(lambda m: m.group(1) + run_time_text(seconds) + m.group(2), src)
+    cell["source"] = new
+    return n == 1
+
+
 def all_notebooks() -> list[Path]:
-    return sorted(p for p in (ROOT / "book").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+    return sorted(p for p in (ROOT / "book").rglob("*.ipynb")
+                  if ".ipynb_checkpoints" not in p.parts)
 
 
 def run(path: Path, timeout: int) -> float:
@@ -68,6 +87,9 @@ def run(path: Path, timeout: int) -> float:
         "load_before": [round(x, 2) for x in load_before],
         "load_after": [round(x, 2) for x in os.getloadavg()],
     }
+    if not stamp_run_time(nb, round(seconds, 1)):
+        print(f"  note: {path.name} has no 'Running this page' note with 'took **...** on'",
+              flush=True)
     nbformat.write(nb, path)
     return seconds
 
