@@ -11,7 +11,8 @@ same tensors (for ``torch.optim.AdamW``, whose decay is decoupled from the
 gradient); :func:`measure_gap` and :func:`generalization_gap` measure
 over-fitting (train minus held-out accuracy); :func:`corrupt_labels` makes
 over-fitting easy to provoke; :func:`near_zero_fraction` shows that L1 pushes
-weights *toward* zero but leaves few exact zeros.
+weights *toward* zero but leaves few exact zeros; :func:`soft_threshold_` is
+the proximal step of L1 that does produce exact zeros.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from .train import evaluate
 
 __all__ = ["l1_penalty", "l2_penalty", "penalized_params", "penalized_loss",
            "decay_param_groups", "GapReport", "measure_gap", "generalization_gap",
-           "corrupt_labels", "near_zero_fraction"]
+           "corrupt_labels", "near_zero_fraction", "soft_threshold_"]
 
 
 def penalized_params(model: nn.Module, weights_only: bool = True) -> list[torch.Tensor]:
@@ -44,6 +45,24 @@ def l1_penalty(model: nn.Module, weights_only: bool = True) -> torch.Tensor:
     if not params:
         raise ValueError("model has no parameters to penalize")
     return sum(p.abs().sum() for p in params)
+
+
+@torch.no_grad()
+def soft_threshold_(model: nn.Module, threshold: float, weights_only: bool = True) -> nn.Module:
+    r"""The proximal step of an L1 penalty, in place: :math:`w \leftarrow
+    \operatorname{sign}(w)\max(|w| - t, 0)` for the penalized parameters.
+
+    After a plain gradient step with learning rate :math:`\eta` on the loss
+    *without* the L1 term, ``soft_threshold_(model, lr * lam)`` completes a
+    proximal-gradient (ISTA) step on ``loss + lam * l1_penalty(model)``: every
+    weight within ``threshold`` of zero becomes exactly zero. Use it as
+    ``train.fit(..., after_step=lambda step: soft_threshold_(model, lr * lam))``
+    with ``torch.optim.SGD``. Returns ``model``.
+    """
+    threshold = check_float(threshold, "threshold", min_value=0.0)
+    for p in penalized_params(model, weights_only):
+        p.copy_(p.sign() * (p.abs() - threshold).clamp_min(0))
+    return model
 
 
 def l2_penalty(model: nn.Module, weights_only: bool = True) -> torch.Tensor:

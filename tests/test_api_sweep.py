@@ -244,6 +244,8 @@ CASES: list[Case] = [
          lambda: {"model": _mlp(), "l1": 1e-4, "l2": 1e-4}, bad={"l1": [-1.0], "l2": [-1.0]}),
     Case("regularize.near_zero_fraction", regularize.near_zero_fraction,
          lambda: {"model": _mlp(), "threshold": 1e-3}, bad={"threshold": [-1.0]}),
+    Case("regularize.soft_threshold_", regularize.soft_threshold_,
+         lambda: {"model": _mlp(), "threshold": 1e-3}, bad={"threshold": [-1.0]}),
     Case("regularize.generalization_gap", regularize.generalization_gap,
          lambda: {"model": _mlp(), "train_loader": _LOADERS.train, "val_loader": _LOADERS.test}),
     Case("regularize.decay_param_groups", regularize.decay_param_groups,

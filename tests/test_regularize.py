@@ -106,3 +106,30 @@ def test_corrupt_labels():
         regularize.corrupt_labels(y, 0.1, num_classes=5)
     with pytest.raises(ValueError, match="1-D"):
         regularize.corrupt_labels(y.reshape(10, 100), 0.1)
+
+
+def test_soft_threshold_is_the_l1_proximal_operator():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 2))
+    before = [p.detach().clone() for p in model.parameters()]
+    out = regularize.soft_threshold_(model, 0.1)
+    assert out is model
+    for old, new in zip(before, model.parameters(), strict=True):
+        if old.dim() < 2:
+            assert torch.equal(old, new)                       # biases untouched by default
+            continue
+        assert torch.equal(new == 0, old.abs() <= 0.1)          # exact zeros inside the band
+        keep = old.abs() > 0.1
+        assert torch.allclose(new[keep].abs(), old[keep].abs() - 0.1)
+        assert torch.equal(new[keep].sign(), old[keep].sign())
+    # the proximal operator minimises 0.5 (w - u)^2 + t |w| coordinate-wise: check on a grid
+    u, t = torch.tensor(0.37), 0.2
+    grid = torch.linspace(-1, 1, 200_001)
+    best = grid[(0.5 * (grid - u) ** 2 + t * grid.abs()).argmin()]
+    lin = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        lin.weight.fill_(u)
+    regularize.soft_threshold_(lin, t)
+    assert abs(lin.weight.item() - best.item()) < 2e-5              # grid step 1e-5
+    with pytest.raises(ValueError, match="threshold"):
+        regularize.soft_threshold_(model, -1.0)
