@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gzip as _gzip
+import html
 import io
 import json
 import os
@@ -76,6 +77,11 @@ def _fmt(value: Any) -> str:
 class Table:
     """Rows of results that print as an aligned text table and save as JSON.
 
+    In a terminal (``print``) it is plain text; displayed in Jupyter or in the
+    book (``display(table)``, or a table as a cell's last value) it renders as an
+    HTML table (:meth:`_repr_html_`), numbers right-aligned, with the title as
+    its caption. Both show the same formatted values.
+
     >>> print(Table([{"model": "a", "bytes": 1024}], title="sizes"))  # doctest: +SKIP
     """
 
@@ -102,6 +108,24 @@ class Table:
         return "\n".join(out)
 
     __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        cols = self.columns
+        numeric = [all(isinstance(r.get(c), (int, float)) and not isinstance(r.get(c), bool)
+                       for r in self.rows if c in r) for c in cols]
+
+        def cell(tag: str, text: str, right: bool) -> str:
+            style = ' style="text-align: right"' if right else ' style="text-align: left"'
+            return f"<{tag}{style}>{html.escape(text)}</{tag}>"
+
+        head = "".join(cell("th", c, num) for c, num in zip(cols, numeric, strict=True))
+        body = "".join(
+            "<tr>" + "".join(cell("td", _fmt(r.get(c, "")), num)
+                             for c, num in zip(cols, numeric, strict=True)) + "</tr>"
+            for r in self.rows)
+        caption = f"<caption>{html.escape(self.title)}</caption>" if self.title else ""
+        return (f'<table class="companion-table">{caption}<thead><tr>{head}</tr></thead>'
+                f"<tbody>{body}</tbody></table>")
 
     def to_markdown(self) -> str:
         cols = self.columns

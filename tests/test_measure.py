@@ -366,3 +366,14 @@ def test_table_prints_and_saves(tmp_path):
     assert t.to_markdown().startswith("| model | bytes | acc | extra |")
     t.save_json(tmp_path / "t.json")
     assert json.loads((tmp_path / "t.json").read_text())["rows"][1]["extra"] == "x"
+
+
+def test_table_renders_as_html_in_jupyter():
+    t = measure.Table([{"model": "<a>", "bytes": 1234567, "ok": True}], title="t & u")
+    page = t._repr_html_()
+    assert page.startswith('<table class="companion-table"><caption>t &amp; u</caption>')
+    assert '<td style="text-align: left">&lt;a&gt;</td>' in page          # escaped text
+    assert '<td style="text-align: right">1,234,567</td>' in page         # same format as str
+    assert '<td style="text-align: left">True</td>' in page               # bools are not numbers
+    assert page.count("<tr>") == 2 and "<caption>" not in measure.Table([{"a": 1}])._repr_html_()
+    assert repr(t) == str(t)                                              # a terminal: text
