@@ -1,4 +1,4 @@
-"""The small language model of sections 2.4 and 5.7, compressed: bytes, perplexity, tokens/s.
+"""The small language model of sections 2.3 and 5.7, compressed: bytes, perplexity, tokens/s.
 
 Run:  python benchmarks/bench_lm.py   (about 3-5 minutes on 2 CPU cores; 1.5 more when
 the model is not cached yet). Writes benchmarks/results/lm.json and prints the tables.
