@@ -225,8 +225,9 @@ def frame_latencies(run: Callable[[Any], Any] | Mapping[str, Callable[[Any], Any
     out = {name: np.empty(len(frames)) for name in runs}
     for start in range(0, len(frames), block):
         for name, fn in runs.items():
-            for i in range(min(warmup, len(frames)) if start == 0 else 0):
-                fn(frames[i])
+            if start == 0:                      # warm each variant just before its first turn
+                for i in range(min(warmup, len(frames))):
+                    fn(frames[i])
             for i in range(start, min(start + block, len(frames))):
                 t0 = time.perf_counter()
                 fn(frames[i])

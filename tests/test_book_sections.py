@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+from run_notebooks import RUN_TIME, run_time_text  # noqa: E402  (tools/ is not a package)
+
 SECTIONS = sorted(p for p in ROOT.glob("book/ch*/*.ipynb") if ".ipynb_checkpoints" not in p.parts)
 pytestmark = pytest.mark.skipif(not SECTIONS, reason="needs the repository's book/")
 
@@ -55,11 +59,6 @@ NEEDS = {  # what a reader must install beyond companion, detected from the code
 def test_first_cell_says_how_to_run_the_page(path: Path) -> None:
     """A reader who downloads one notebook learns from its first cell what it needs and how
     long it ran; the time is the stored run's (``tools/run_notebooks.py`` writes it)."""
-    import sys
-
-    sys.path.insert(0, str(ROOT / "tools"))
-    from run_notebooks import RUN_TIME, run_time_text
-
     nb = json.loads(path.read_text())
     first = "".join(nb["cells"][0]["source"])
     assert ":::{admonition} Running this page" in first, f"{path.name}: no 'Running this page'"
