@@ -51,8 +51,8 @@ def main() -> None:
     best = curve[THRESHOLDS.index(chosen.threshold)]
     timings = [dynamic.time_early_exit(net, x[i:i + 1000], best.threshold, warmup=1, repeats=5,
                                        threads=1) for i in range(0, 10_000, 1000)]
-    full_ms = sum(t["full_ms"] for t in timings)
-    early_ms = sum(t["early_exit_ms"] for t in timings)
+    full_ms = sum(t.full_ms for t in timings)
+    early_ms = sum(t.early_exit_ms for t in timings)
     result = {
         "exit_macs": macs, "curve": rows, "chosen_threshold": best.threshold,
         "threshold_chosen_on": "validation images (10,000)",

@@ -10,7 +10,7 @@ backward pass and the gradients divided by it before the step
 no scaling (Micikevicius et al. 2018).
 
 * :func:`amp_step`: one training step under autocast, with an optional scaler;
-* :func:`fit_amp`: a short training loop built on it, returning a report;
+* :func:`fit_amp`: :func:`companion.train.fit` in a precision, with a report;
 * :func:`underflow_report`: how many gradient values a low-precision
   backward pass loses, with and without a loss scale;
 * :func:`throughput`: training images per second in fp32 / bf16 / fp16.
@@ -18,6 +18,7 @@ no scaling (Micikevicius et al. 2018).
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -26,38 +27,26 @@ import torch
 from torch import nn
 
 from ._checks import check_float, check_int, check_module, check_tensor
-from .train import clone, evaluate
+from ._timing import time_calls
+from .train import (
+    PRECISIONS,
+    _default_batch_loss,
+    _train_step,
+    clone,
+    evaluate,
+    fit,
+    logits_of,
+    resolve_precision,
+)
 
 __all__ = [
-    "DTYPES",
     "AmpReport",
     "UnderflowReport",
-    "resolve_dtype",
     "amp_step",
     "fit_amp",
     "underflow_report",
     "throughput",
 ]
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def resolve_dtype(precision: str | torch.dtype) -> torch.dtype:
-    """``"fp32" | "bf16" | "fp16"`` (or the dtype itself) -> ``torch.dtype``.
-
-    Raises:
-        ValueError: an unsupported precision.
-    """
-    if isinstance(precision, torch.dtype) and precision in DTYPES.values():
-        return precision
-    if isinstance(precision, str) and precision in DTYPES:
-        return DTYPES[precision]
-    raise ValueError(f"precision must be one of {tuple(DTYPES)}, got {precision!r}")
-
-
-def _device_type(model: nn.Module) -> str:
-    p = next(model.parameters(), None)
-    return p.device.type if p is not None else "cpu"
 
 
 def amp_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
@@ -67,7 +56,8 @@ def amp_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor
 
     The parameters stay in their own dtype (float32 master weights); autocast
     runs matrix products and convolutions in ``precision``; the loss is
-    computed in float32.
+    computed in float32. This is the step of :func:`companion.train.fit`
+    with ``precision=`` and ``grad_scaler=``.
 
     Args:
         model: trained in place.
@@ -84,22 +74,12 @@ def amp_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"optimizer must be a torch.optim.Optimizer, got "
                         f"{type(optimizer).__name__}")
-    dtype = resolve_dtype(precision)
-    device_type = _device_type(model)
-    optimizer.zero_grad(set_to_none=True)
-    with torch.autocast(device_type, dtype=dtype if dtype != torch.float32 else torch.bfloat16,
-                        enabled=dtype != torch.float32):
-        logits = model(x)
-    loss = nn.functional.cross_entropy(logits.float(), y)
-    if scaler is None:
-        loss.backward()
-        optimizer.step()
-        return loss.item(), True
-    scale_before = scaler.get_scale()
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-    return loss.item(), scaler.get_scale() >= scale_before
+    dtype = resolve_precision(precision)
+    scale_before = scaler.get_scale() if scaler is not None else None
+    loss = _train_step(model, optimizer, (x, y), _default_batch_loss(
+        nn.functional.cross_entropy, logits_of), dtype, scaler, 0)
+    stepped = scaler is None or scaler.get_scale() >= scale_before
+    return loss.item(), stepped
 
 
 @dataclass
@@ -128,7 +108,8 @@ class AmpReport:
 def fit_amp(model: nn.Module, loader: Iterable, *, precision: str = "bf16", epochs: int = 1,
             lr: float = 1e-3, loss_scaling: bool | None = None, init_scale: float = 2.0 ** 16,
             test_loader: Iterable | None = None, max_steps: int | None = None) -> AmpReport:
-    """Train ``model`` in place with :func:`amp_step` (Adam) and report.
+    """Train ``model`` in place with :func:`companion.train.fit` in ``precision`` (Adam),
+    and report the losses, the skipped steps and the loss scales.
 
     Args:
         model: trained in place on its current device.
@@ -142,40 +123,28 @@ def fit_amp(model: nn.Module, loader: Iterable, *, precision: str = "bf16", epoc
         max_steps: stop after this many steps (None: all).
     """
     check_module(model, "model")
-    dtype = resolve_dtype(precision)
-    epochs = check_int(epochs, "epochs", min_value=1)
-    check_float(lr, "lr", min_value=0.0, min_inclusive=False)
+    dtype = resolve_precision(precision)
     check_float(init_scale, "init_scale", min_value=1.0)
-    if max_steps is not None:
-        max_steps = check_int(max_steps, "max_steps", min_value=1)
-    name = {v: k for k, v in DTYPES.items()}[dtype]
+    name = {v: k for k, v in PRECISIONS.items()}[dtype]
     use_scaler = dtype == torch.float16 if loss_scaling is None else bool(loss_scaling)
-    device_type = _device_type(model)
+    device_type = next(model.parameters()).device.type
     scaler = torch.amp.GradScaler(device_type, init_scale=init_scale) if use_scaler else None
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    device = next(model.parameters()).device
     report = AmpReport(name)
-    model.train()
-    start, cpu_start = time.perf_counter(), time.process_time()
-    steps = 0
-    for _ in range(epochs):
-        for x, y in loader:
-            x, y = x.to(device), y.to(device)
-            loss, stepped = amp_step(model, opt, x, y, precision=dtype, scaler=scaler)
-            report.losses.append(loss)
-            report.skipped_steps += not stepped
-            report.images += len(y)
-            if scaler is not None:
-                report.scales.append(scaler.get_scale())
-            steps += 1
-            if max_steps is not None and steps >= max_steps:
-                break
-        if max_steps is not None and steps >= max_steps:
-            break
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    report.seconds = time.perf_counter() - start
+    last_scale = [init_scale]
+
+    def record_scale(step: int) -> None:
+        if scaler is not None:  # a step whose gradients overflowed lowers the scale
+            report.scales.append(scaler.get_scale())
+            report.skipped_steps += report.scales[-1] < last_scale[0]
+            last_scale[0] = report.scales[-1]
+
+    cpu_start = time.process_time()
+    history = fit(model, loader, epochs=epochs, lr=lr, precision=dtype, grad_scaler=scaler,
+                  max_steps=max_steps, after_step=record_scale, progress=False,
+                  desc=f"train {name}")
     report.cpu_seconds = time.process_time() - cpu_start
+    report.seconds, report.losses, report.images = (history.seconds, history.step_loss,
+                                                    history.examples)
     report.param_dtypes = tuple(sorted({str(p.dtype).removeprefix("torch.")
                                         for p in model.parameters()}))
     if test_loader is not None:
@@ -214,7 +183,7 @@ def underflow_report(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     check_module(model, "model")
     x = check_tensor(x, "x", floating=True)
     y = check_tensor(y, "y")
-    dtype = resolve_dtype(precision)
+    dtype = resolve_precision(precision)
     check_float(loss_scale, "loss_scale", min_value=0.0, min_inclusive=False)
     ref_model, low_model = clone(model).float(), clone(model).to(dtype)
     nn.functional.cross_entropy(ref_model(x.float()), y).backward()
@@ -234,24 +203,21 @@ def throughput(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, precision:
                steps: int = 20, warmup: int = 3) -> float:
     """Training images per second of a copy of ``model`` on one repeated batch.
 
-    Runs on the model's device (synchronizing CUDA); fp16 uses a GradScaler.
+    ``len(x)`` divided by the median time of one :func:`amp_step`, timed by
+    the library's one timing loop on the model's device (synchronizing CUDA,
+    with the current thread count); fp16 uses a GradScaler.
     """
     check_module(model, "model")
     x = check_tensor(x, "x", floating=True)
     steps = check_int(steps, "steps", min_value=1)
     warmup = check_int(warmup, "warmup", min_value=0)
-    dtype = resolve_dtype(precision)
+    dtype = resolve_precision(precision)
     m = clone(model).train()
     device = next(m.parameters()).device
     x, y = x.to(device), y.to(device)
     opt = torch.optim.Adam(m.parameters(), lr=1e-4)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        amp_step(m, opt, x, y, precision=dtype, scaler=scaler)
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        amp_step(m, opt, x, y, precision=dtype, scaler=scaler)
-    sync()
-    return steps * len(x) / (time.perf_counter() - t0)
+    times, _ = time_calls({"step": lambda i: amp_step(m, opt, x, y, precision=dtype,
+                                                      scaler=scaler)},
+                          repeats=steps, warmup=warmup, threads=None, device=device)
+    return len(x) / (statistics.median(times["step"]) / 1000)

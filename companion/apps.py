@@ -18,7 +18,6 @@ for its application, on data that ships offline:
 from __future__ import annotations
 
 import io
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +27,8 @@ import torch
 from torch import nn
 
 from ._checks import check_float, check_int, check_tensor
+from ._timing import time_calls
+from .train import fit
 
 __all__ = [
     "Interactions",
@@ -101,31 +102,40 @@ class MatrixFactorization(nn.Module):
         return self.user.weight @ self.item.weight.T + self.item_bias
 
 
+class _ShuffledPairs:
+    """Batches of (user, item) training pairs in a fresh order each epoch."""
+
+    def __init__(self, pairs: torch.Tensor, batch_size: int, gen: torch.Generator) -> None:
+        self.pairs, self.batch_size, self.gen = pairs, batch_size, gen
+
+    def __len__(self) -> int:
+        return -(-len(self.pairs) // self.batch_size)
+
+    def __iter__(self):
+        order = torch.randperm(len(self.pairs), generator=self.gen)
+        for start in range(0, len(self.pairs), self.batch_size):
+            yield tuple(self.pairs[order[start:start + self.batch_size]].T)
+
+
 def fit_recommender(model: MatrixFactorization, data: Interactions, *, epochs: int = 10,
                     batch_size: int = 1024, lr: float = 0.02, weight_decay: float = 1e-5,
                     seed: int = 0) -> list[float]:
-    """Train in place with the BPR loss (a positive item should outscore a random one)."""
+    """Train in place with the BPR loss (a positive item should outscore a random one),
+    through :func:`companion.train.fit`; returns the mean loss per epoch."""
     if not isinstance(model, MatrixFactorization):
         raise TypeError(f"model must be a MatrixFactorization, got {type(model).__name__}")
-    epochs = check_int(epochs, "epochs", min_value=1)
     batch_size = check_int(batch_size, "batch_size", min_value=1)
     gen = torch.Generator().manual_seed(seed)
+
+    def bpr_loss(m: nn.Module, batch: tuple) -> torch.Tensor:
+        users, positives = batch
+        negatives = torch.randint(0, data.num_items, (len(users),), generator=gen)
+        return -nn.functional.logsigmoid(m(users, positives) - m(users, negatives)).mean()
+
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    pairs = data.train_pairs
-    history = []
-    for _ in range(epochs):
-        order = torch.randperm(len(pairs), generator=gen)
-        total = 0.0
-        for start in range(0, len(pairs), batch_size):
-            u, pos = pairs[order[start:start + batch_size]].T
-            neg = torch.randint(0, data.num_items, (len(u),), generator=gen)
-            loss = -nn.functional.logsigmoid(model(u, pos) - model(u, neg)).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(u)
-        history.append(total / len(pairs))
-    return history
+    return fit(model, _ShuffledPairs(data.train_pairs, batch_size, gen), epochs=epochs,
+               optimizer=opt, batch_loss=bpr_loss, progress=False,
+               desc="train recommender").train_loss
 
 
 def recall_at_k(scores: torch.Tensor, data: Interactions, k: int = 10) -> float:
@@ -200,16 +210,19 @@ def quantized_recommender(
 
 # --------------------------------------------------------------------------- perception
 def frame_latencies(run: Callable[[Any], Any] | Mapping[str, Callable[[Any], Any]],
-                    frames: Any, *, warmup: int = 5,
-                    block: int = 25) -> np.ndarray | dict[str, np.ndarray]:
+                    frames: Any, *, warmup: int = 5, block: int = 25,
+                    threads: int | None = None) -> np.ndarray | dict[str, np.ndarray]:
     """Milliseconds of ``run(frame)`` for each frame, one at a time, after ``warmup`` calls.
 
     ``run`` may also be a mapping of names to callables: the variants then
-    take turns over blocks of ``block`` frames (frames 0 to 24 through the
-    first variant, then through the second, ..., then frames 25 to 49), so
-    that a slow phase of the machine slows them alike, while each variant
-    still runs frame after frame with its weights in cache, as it would on its
-    own. A dict of arrays is returned, in the mapping's order.
+    take turns over blocks of ``block`` frames (frames 0 to 24 through one
+    variant, then through the next, ..., then frames 25 to 49, the order of
+    the variants rotating each round), so that a slow phase of the machine
+    slows them alike, while each variant still runs frame after frame with
+    its weights in cache, as it would on its own. A dict of arrays is
+    returned, in the mapping's order. This is the library's one timing loop
+    (:func:`companion.measure.compare_latency` uses it with blocks of 1);
+    ``threads=None`` keeps PyTorch's current thread count.
     """
     runs = dict(run) if isinstance(run, Mapping) else {"": run}
     if not runs:
@@ -220,18 +233,14 @@ def frame_latencies(run: Callable[[Any], Any] | Mapping[str, Callable[[Any], Any
                             f"{name or 'run'!r} is {type(fn).__name__}")
     warmup = check_int(warmup, "warmup", min_value=0)
     block = check_int(block, "block", min_value=1)
+    if threads is not None:
+        threads = check_int(threads, "threads", min_value=1)
     if len(frames) == 0:
         raise ValueError("frames must not be empty")
-    out = {name: np.empty(len(frames)) for name in runs}
-    for start in range(0, len(frames), block):
-        for name, fn in runs.items():
-            if start == 0:                      # warm each variant just before its first turn
-                for i in range(min(warmup, len(frames))):
-                    fn(frames[i])
-            for i in range(start, min(start + block, len(frames))):
-                t0 = time.perf_counter()
-                fn(frames[i])
-                out[name][i] = (time.perf_counter() - t0) * 1000
+    times, _ = time_calls({name: (lambda i, fn=fn: fn(frames[i % len(frames)]))
+                           for name, fn in runs.items()},
+                          repeats=len(frames), warmup=warmup, block=block, threads=threads)
+    out = {name: np.array(t) for name, t in times.items()}
     return out if isinstance(run, Mapping) else out[""]
 
 

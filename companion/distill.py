@@ -15,7 +15,6 @@ The factor ``T**2`` keeps the soft term's gradient on the same scale whatever
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -28,11 +27,9 @@ from ._checks import check_float, check_int, check_module, check_tensor, evaluat
 from .train import (
     History,
     OutputFn,
-    _check_not_empty,
-    _no_batch,
+    _model_device,
     _output_fn,
-    default_device,
-    evaluate,
+    fit,
 )
 
 __all__ = ["KDConfig", "Hint", "soft_targets", "kd_loss", "hint_loss", "cache_teacher_logits",
@@ -280,7 +277,8 @@ def distill(student: nn.Module, teacher: nn.Module, train_loader: Iterable, *,
             val_loader: Iterable | None = None, scheduler: object | None = None,
             hint: Hint | None = None, device: torch.device | str | None = None,
             output_fn: OutputFn | None = None) -> History:
-    """Train ``student`` in place on the KD loss; the teacher stays frozen.
+    """Train ``student`` in place on the KD loss with :func:`companion.train.fit`;
+    the teacher stays frozen.
 
     The teacher runs in eval mode under ``torch.no_grad()``: it receives no
     gradient and its parameters, buffers and mode are left as they were.
@@ -304,7 +302,7 @@ def distill(student: nn.Module, teacher: nn.Module, train_loader: Iterable, *,
         val_loader: if given, student accuracy after each epoch.
         scheduler: an LR scheduler stepped after every optimizer step.
         hint: optional feature distillation term.
-        device: default :func:`companion.train.default_device`.
+        device: default: the student's device.
         output_fn: maps the output of the student and of the teacher to logits
             (models that return a dict, a HuggingFace ``ModelOutput``, a
             dataclass or a tuple); default :func:`companion.train.logits_of`.
@@ -327,14 +325,8 @@ def distill(student: nn.Module, teacher: nn.Module, train_loader: Iterable, *,
         raise TypeError(f"config must be a KDConfig, got {type(config).__name__}")
     if hint is not None and not isinstance(hint, Hint):
         raise TypeError(f"hint must be a Hint or None, got {type(hint).__name__}")
-    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got "
-                        f"{type(optimizer).__name__}")
-    epochs = check_int(epochs, "epochs", min_value=1)
-    check_float(lr, "lr", min_value=0.0, min_inclusive=False)
-    _check_not_empty(train_loader, "train_loader")
     get_logits = _output_fn(output_fn)
-    device = torch.device(device) if device is not None else default_device()
+    device = torch.device(device) if device is not None else _model_device(student)
     student.to(device)
     teacher.to(device)
     params = list(student.parameters())
@@ -344,50 +336,37 @@ def distill(student: nn.Module, teacher: nn.Module, train_loader: Iterable, *,
         params += list(hint.regressor.parameters())
         hooks = [_capture(student, hint.student_layer, feats_s),
                  _capture(teacher, hint.teacher_layer, feats_t)]
-    optimizer = optimizer or torch.optim.Adam(params, lr=lr)
-    history, start, checked = History(), time.perf_counter(), False
+    if optimizer is None:
+        check_float(lr, "lr", min_value=0.0, min_inclusive=False)
+        optimizer = torch.optim.Adam(params, lr=lr)
+    checked = False
+
+    def batch_loss(model: nn.Module, batch: tuple) -> torch.Tensor:
+        nonlocal checked
+        x, y = batch[0], batch[1]
+        if len(batch) == 3:  # (inputs, labels, cached teacher logits)
+            if hint is not None:
+                raise ValueError("hint needs the teacher's features at every step: "
+                                 "pass a train_loader without cached logits")
+            t_logits = batch[2]
+            if not checked:
+                _check_cache(teacher, x, t_logits, get_logits)
+                checked = True
+        else:
+            with torch.no_grad():
+                t_logits = get_logits(teacher(x))
+        loss = kd_loss(get_logits(model(x)), t_logits, y,
+                       temperature=config.temperature, alpha=config.alpha)
+        if hint is not None:
+            loss = loss + hint.weight * hint_loss(
+                feats_s[hint.student_layer], feats_t[hint.teacher_layer], hint.regressor)
+        return loss
+
     try:
         with evaluating(teacher):
-            for _ in range(epochs):
-                student.train()
-                running, count, epoch_steps = 0.0, 0, 0
-                for batch in train_loader:
-                    x, y = batch[0].to(device), batch[1].to(device)
-                    if len(batch) == 3:  # (inputs, labels, cached teacher logits)
-                        if hint is not None:
-                            raise ValueError("hint needs the teacher's features at every step: "
-                                             "pass a train_loader without cached logits")
-                        t_logits = batch[2].to(device)
-                        if not checked:
-                            _check_cache(teacher, x, t_logits, get_logits)
-                            checked = True
-                    else:
-                        with torch.no_grad():
-                            t_logits = get_logits(teacher(x))
-                    loss = kd_loss(get_logits(student(x)), t_logits, y,
-                                   temperature=config.temperature, alpha=config.alpha)
-                    if hint is not None:
-                        loss = loss + hint.weight * hint_loss(
-                            feats_s[hint.student_layer], feats_t[hint.teacher_layer],
-                            hint.regressor)
-                    if not torch.isfinite(loss):
-                        raise ValueError(f"loss became {loss.item()} at step {history.steps}")
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    if scheduler is not None:
-                        scheduler.step()
-                    history.steps += 1
-                    running, count = running + loss.item() * len(y), count + len(y)
-                    epoch_steps += 1
-                if epoch_steps == 0:
-                    raise _no_batch("train_loader")
-                history.train_loss.append(running / max(count, 1))
-                if val_loader is not None:
-                    history.val_acc.append(evaluate(student, val_loader, device,
-                                                    output_fn=output_fn))
+            return fit(student, train_loader, epochs=epochs, optimizer=optimizer,
+                       batch_loss=batch_loss, val_loader=val_loader, scheduler=scheduler,
+                       device=device, progress=False, desc="distill", output_fn=output_fn)
     finally:
         for h in hooks:
             h.remove()
-    history.seconds = time.perf_counter() - start
-    return history

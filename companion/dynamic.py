@@ -17,14 +17,15 @@ Three small, runnable kinds:
 from __future__ import annotations
 
 import statistics
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
 from ._checks import check_float, check_int, check_module, check_tensor, evaluating
+from ._timing import time_calls
+from .train import fit
 
 __all__ = [
     "EarlyExitNet",
@@ -35,6 +36,7 @@ __all__ = [
     "exit_logits",
     "early_exit_predict",
     "exit_curve",
+    "EarlyExitReport",
     "time_early_exit",
     "MixtureOfExperts",
     "SkipMLP",
@@ -125,41 +127,19 @@ def joint_exit_loss(outputs: Sequence[torch.Tensor], y: torch.Tensor,
                                                                       strict=True))
 
 
-def _fit_adam(model: nn.Module, loader, epochs: int, lr: float,
-              step_loss: Callable[[torch.Tensor, torch.Tensor],
-                                  tuple[torch.Tensor, torch.Tensor]]) -> list[float]:
-    """Adam for ``epochs``; ``step_loss(x, y)`` gives (loss to minimize, loss to report).
-
-    Returns the mean reported loss per epoch; leaves the model in eval mode.
-    """
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    history = []
-    for _ in range(epochs):
-        total, n = 0.0, 0
-        for x, y in loader:
-            opt.zero_grad(set_to_none=True)
-            loss, reported = step_loss(x, y)
-            loss.backward()
-            opt.step()
-            total, n = total + reported.item() * len(y), n + len(y)
-        history.append(total / max(n, 1))
-    model.eval()
-    return history
-
-
 def fit_early_exit(model: EarlyExitNet, loader, *, epochs: int = 1, lr: float = 1e-3,
                    weights: Sequence[float] | None = None) -> list[float]:
-    """Train all exits jointly in place (Adam); returns the mean loss per epoch."""
+    """Train all exits jointly in place with :func:`companion.train.fit` (Adam) on
+    :func:`joint_exit_loss`; returns the mean loss per epoch, the model in eval mode."""
     model = _check_net(model)
-    epochs = check_int(epochs, "epochs", min_value=1)
-    check_float(lr, "lr", min_value=0.0, min_inclusive=False)
 
-    def step_loss(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loss = joint_exit_loss(model(x), y, weights)
-        return loss, loss
+    def batch_loss(m: nn.Module, batch: tuple) -> torch.Tensor:
+        return joint_exit_loss(m(batch[0]), batch[1], weights)
 
-    return _fit_adam(model, loader, epochs, lr, step_loss)
+    history = fit(model, loader, epochs=epochs, lr=lr, batch_loss=batch_loss, progress=False,
+                  desc="train exits")
+    model.eval()
+    return history.train_loss
 
 
 @torch.no_grad()
@@ -277,47 +257,57 @@ def stage_latency(model: EarlyExitNet, x: torch.Tensor, *, warmup: int = 2, repe
     return out
 
 
+@dataclass
+class EarlyExitReport:
+    """Full network vs early-exit inference on one batch, timed in turns.
+
+    Attributes:
+        full_ms: median latency of the full network.
+        early_exit_ms: median latency of early-exit inference.
+        agreement: fraction of inputs whose prediction equals the final exit's.
+        threads: PyTorch intra-op threads of the measurement.
+    """
+
+    full_ms: float
+    early_exit_ms: float
+    agreement: float
+    threads: int
+
+    @property
+    def saving(self) -> float:
+        """``1 - early_exit_ms / full_ms``: the fraction of time saved."""
+        return 1 - self.early_exit_ms / self.full_ms
+
+    def as_row(self) -> dict[str, float]:
+        return {**asdict(self), "saving": self.saving}
+
+
 def time_early_exit(model: EarlyExitNet, x: torch.Tensor, threshold: float, *,
                     warmup: int = 3, repeats: int = 20,
-                    threads: int | None = None) -> dict[str, float]:
+                    threads: int | None = None) -> EarlyExitReport:
     """Median latency (ms) of the full network vs early-exit inference on the batch ``x``.
 
     The early-exit run really removes exited inputs from the batch before
     the next stage, so the saving is measured, not computed. The two runs
-    alternate (full, early exit, full, ...) so that a change in the machine's
-    load affects both alike.
-
-    Returns:
-        ``{"full_ms", "early_exit_ms", "saving", "agreement", "threads"}``:
-        medians, ``1 - early/full``, the fraction of equal predictions, and
-        the intra-op thread count used.
+    take turns (the library's one timing loop) so that a change in the
+    machine's load affects both alike. ``threads=None`` keeps the current
+    thread count.
     """
     model = _check_net(model)
     x = check_tensor(x, "x", floating=True)
     check_float(threshold, "threshold", min_value=0.0, max_value=1.0)
     warmup = check_int(warmup, "warmup", min_value=0)
     repeats = check_int(repeats, "repeats", min_value=1)
+    if threads is not None:
+        threads = check_int(threads, "threads", min_value=1)
     with evaluating(model):
-        runs = {"full": lambda: _run_full(model, x),
-                "early": lambda: _run_dynamic(model, x, threshold)}
-        times: dict[str, list[float]] = {"full": [], "early": []}
-        old = torch.get_num_threads()
-        if threads is not None:
-            torch.set_num_threads(check_int(threads, "threads", min_value=1))
-        try:
-            used = torch.get_num_threads()
-            for i in range(warmup + repeats):
-                for name, fn in runs.items():
-                    t0 = time.perf_counter()
-                    fn()
-                    if i >= warmup:
-                        times[name].append((time.perf_counter() - t0) * 1000)
-        finally:
-            torch.set_num_threads(old)
-        agree = float((runs["full"]() == runs["early"]()).float().mean())
-    full, early = statistics.median(times["full"]), statistics.median(times["early"])
-    return {"full_ms": full, "early_exit_ms": early, "saving": 1 - early / full,
-            "agreement": agree, "threads": float(used)}
+        runs = {"full": lambda i: _run_full(model, x),
+                "early": lambda i: _run_dynamic(model, x, threshold)}
+        times, used = time_calls(runs, repeats=repeats, warmup=warmup, threads=threads,
+                                 device=x.device)
+        agree = float((runs["full"](0) == runs["early"](0)).float().mean())
+    return EarlyExitReport(statistics.median(times["full"]), statistics.median(times["early"]),
+                           agree, used)
 
 
 # --------------------------------------------------------------------------- mixture of experts
@@ -422,19 +412,20 @@ class SkipMLP(nn.Module):
 
 def fit_dynamic(model: nn.Module, loader, *, epochs: int = 1, lr: float = 1e-3,
                 penalty: float = 0.0) -> list[float]:
-    """Train a :class:`MixtureOfExperts` (penalty x aux_loss) or :class:`SkipMLP`
-    (penalty x gate_mean) in place with Adam; returns the mean loss per epoch."""
+    """Train a :class:`MixtureOfExperts` (loss + penalty x aux_loss) or :class:`SkipMLP`
+    (loss + penalty x gate_mean) in place with :func:`companion.train.fit` (Adam);
+    returns the mean penalized loss per epoch, the model in eval mode."""
     check_module(model, "model")
     if not isinstance(model, (MixtureOfExperts, SkipMLP)):
         raise TypeError(f"model must be a MixtureOfExperts or SkipMLP, got "
                         f"{type(model).__name__}")
-    epochs = check_int(epochs, "epochs", min_value=1)
     check_float(penalty, "penalty", min_value=0.0)
 
-    def step_loss(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loss = nn.functional.cross_entropy(model(x), y)
-        extra = model.aux_loss if isinstance(model, MixtureOfExperts) else model.gate_mean
-        return loss + penalty * extra, loss
+    def batch_loss(m: nn.Module, batch: tuple) -> torch.Tensor:
+        loss = nn.functional.cross_entropy(m(batch[0]), batch[1])
+        return loss + penalty * (m.aux_loss if isinstance(m, MixtureOfExperts) else m.gate_mean)
 
-    return _fit_adam(model, loader, epochs, lr, step_loss)
-
+    history = fit(model, loader, epochs=epochs, lr=lr, batch_loss=batch_loss, progress=False,
+                  desc="train")
+    model.eval()
+    return history.train_loss

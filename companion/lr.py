@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import statistics
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,18 +26,7 @@ from matplotlib.axes import Axes
 from torch import nn
 
 from ._checks import check_callable, check_choice, check_float, check_int, check_module
-from .train import (
-    History,
-    _batches,
-    _check_not_empty,
-    _no_batch,
-    clone,
-    default_device,
-    evaluate,
-    fit,
-    logits_of,
-    set_seed,
-)
+from .train import History, NonFiniteLossError, clone, evaluate, fit, set_seed
 
 __all__ = ["RangeTestResult", "lr_range_test", "plot_range_test", "make_schedule",
            "SweepResult", "seed_sweep", "TrainingCurve", "training_curve", "scaled_lr"]
@@ -117,7 +105,7 @@ def lr_range_test(model: nn.Module, train_loader: Iterable, *, min_lr: float = 1
         smoothing: exponential smoothing factor in [0, 1).
         diverge_factor: stop once the smoothed loss exceeds this times its minimum.
         divisor: suggested LR = LR at the smoothed-loss minimum / ``divisor``.
-        device: default :func:`companion.train.default_device`.
+        device: default: the model's device.
 
     Returns:
         A :class:`RangeTestResult`.
@@ -126,10 +114,8 @@ def lr_range_test(model: nn.Module, train_loader: Iterable, *, min_lr: float = 1
         ValueError: ``min_lr >= max_lr``, ``train_loader`` yields no batch, or
             another argument out of range.
     """
-    check_module(model, "model")
-    _check_not_empty(train_loader, "train_loader")
+    check_module(model, "model")  # fit checks the loader and loss_fn
     check_callable(optimizer_fn, "optimizer_fn")
-    check_callable(loss_fn, "loss_fn", optional=True)
     min_lr = check_float(min_lr, "min_lr", min_value=0.0, min_inclusive=False)
     max_lr = check_float(max_lr, "max_lr", min_value=0.0, min_inclusive=False)
     if min_lr >= max_lr:
@@ -139,37 +125,32 @@ def lr_range_test(model: nn.Module, train_loader: Iterable, *, min_lr: float = 1
                             max_inclusive=False)
     check_float(diverge_factor, "diverge_factor", min_value=1.0, min_inclusive=False)
     check_float(divisor, "divisor", min_value=0.0, min_inclusive=False)
-    device = torch.device(device) if device is not None else default_device()
-    loss_fn = loss_fn or nn.functional.cross_entropy
-    net = clone(model).to(device).train()
+    net = clone(model)
     optimizer = optimizer_fn(net.parameters(), min_lr)
     gamma = (max_lr / min_lr) ** (1.0 / (steps - 1))
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma)
-    result, avg = RangeTestResult(), 0.0
-    while result.steps < steps and result.stop_reason == "completed":
-        seen = False
-        for x, y in _batches(train_loader, device):
-            seen = True
-            lr = optimizer.param_groups[0]["lr"]
-            loss = loss_fn(logits_of(net(x)), y)
-            if not torch.isfinite(loss):
-                result.stop_reason = "non-finite loss"
-                break
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            avg = smoothing * avg + (1 - smoothing) * loss.item()
-            result.lrs.append(lr)
-            result.raw_losses.append(loss.item())
-            result.losses.append(avg / (1 - smoothing ** len(result.lrs)))
-            if result.losses[-1] > diverge_factor * min(result.losses):
-                result.stop_reason = "diverged"
-                break
-            if result.steps == steps:
-                break
-        if not seen:  # an empty (or exhausted one-shot) loader would loop forever
-            raise _no_batch("train_loader")
+    result, history = RangeTestResult(), History()
+    avg, lr = 0.0, optimizer.param_groups[0]["lr"]
+
+    def record(step: int) -> bool:
+        nonlocal avg, lr
+        loss = history.step_loss[-1]
+        avg = smoothing * avg + (1 - smoothing) * loss
+        result.lrs.append(lr)  # the LR this step used; the scheduler has moved on
+        lr = optimizer.param_groups[0]["lr"]
+        result.raw_losses.append(loss)
+        result.losses.append(avg / (1 - smoothing ** len(result.lrs)))
+        if result.losses[-1] > diverge_factor * min(result.losses):
+            result.stop_reason = "diverged"
+            return True
+        return False
+
+    try:  # epochs=steps cycles a loader shorter than steps
+        fit(net, train_loader, epochs=steps, max_steps=steps, optimizer=optimizer,
+            scheduler=scheduler, loss_fn=loss_fn, after_step=record, history=history,
+            device=device, progress=False, desc="LR range test")
+    except NonFiniteLossError:
+        result.stop_reason = "non-finite loss"
     if result.steps >= 3:
         result.suggested_lr = result.min_loss_lr / divisor
     return result
@@ -306,7 +287,7 @@ def seed_sweep(label: str, make_model: Callable[[], nn.Module], train_loader: It
         lr: learning rate passed to ``optimizer_fn``.
         optimizer_fn: ``optimizer_fn(params, lr)``; default Adam.
         schedule: optional ``schedule(optimizer, total_steps)`` returning an LR scheduler.
-        device: default :func:`companion.train.default_device`.
+        device: default: the model's device.
 
     Raises:
         ValueError: fewer than two seeds, or another argument out of range.
@@ -397,10 +378,10 @@ def training_curve(model: nn.Module, train_loader: Iterable, val_loader: Iterabl
                    label: str = "") -> TrainingCurve:
     """Train ``model`` in place, scoring validation accuracy every ``eval_every`` steps.
 
-    The loop is that of :func:`companion.train.fit` (zero the gradients,
-    forward, backward, ``optimizer.step()``, then ``scheduler.step()``), with
-    an evaluation before the first step, every ``eval_every`` steps and after
-    the last one. Use it to compare how fast recipes learn, in optimizer
+    It is :func:`companion.train.fit` with an ``after_step`` that evaluates:
+    before the first step, every ``eval_every`` steps and after the last one.
+    The seconds are ``History.train_seconds``: the steps themselves, without
+    loading batches or scoring. Use it to compare how fast recipes learn, in optimizer
     steps, training examples or seconds (:meth:`TrainingCurve.steps_to` and
     friends); give each recipe a fresh model built from the same seed.
 
@@ -413,7 +394,7 @@ def training_curve(model: nn.Module, train_loader: Iterable, val_loader: Iterabl
         eval_every: optimizer steps between two evaluations.
         scheduler: an LR scheduler stepped after every optimizer step.
         loss_fn: ``loss_fn(logits, labels)``; default cross-entropy.
-        device: default :func:`companion.train.default_device`.
+        device: default: the model's device.
         label: the run's name.
 
     Returns:
@@ -427,45 +408,26 @@ def training_curve(model: nn.Module, train_loader: Iterable, val_loader: Iterabl
     """
     check_module(model, "model")
     _check_optimizer(optimizer)
-    epochs = check_int(epochs, "epochs", min_value=1)
-    eval_every = check_int(eval_every, "eval_every", min_value=1)
-    check_callable(loss_fn, "loss_fn", optional=True)
-    _check_not_empty(train_loader, "train_loader")
-    device = torch.device(device) if device is not None else default_device()
-    loss_fn = loss_fn or nn.functional.cross_entropy
-    model.to(device)
-    curve = TrainingCurve(label)
-    steps, examples, seconds = 0, 0, 0.0
+    eval_every = check_int(eval_every, "eval_every", min_value=1)  # fit checks the rest
+    curve, history = TrainingCurve(label), History()
 
-    def record() -> None:
-        curve.steps.append(steps)
-        curve.examples.append(examples)
-        curve.seconds.append(seconds)
-        curve.val_acc.append(evaluate(model, val_loader, device))
+    def record(step: int = 0) -> None:
+        curve.steps.append(history.steps)
+        curve.examples.append(history.examples)
+        curve.seconds.append(history.train_seconds)
+        curve.val_acc.append(evaluate(model, val_loader, device))  # restores train mode
 
+    def after_step(step: int) -> None:
+        if step % eval_every == 0:
+            record()
+
+    if device is not None:
+        model.to(device)
     record()
-    for _ in range(epochs):
-        model.train()
-        for x, y in _batches(train_loader, device):
-            start = time.perf_counter()
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(logits_of(model(x)), y)
-            if not torch.isfinite(loss):
-                raise ValueError(f"loss became {loss.item()} at step {steps}; "
-                                 "lower the learning rate")
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            seconds += time.perf_counter() - start
-            steps += 1
-            examples += len(y)
-            if steps % eval_every == 0:
-                record()  # evaluate() restores train mode
-        if steps == 0:
-            raise _no_batch("train_loader")
+    fit(model, train_loader, epochs=epochs, optimizer=optimizer, scheduler=scheduler,
+        loss_fn=loss_fn, device=device, after_step=after_step, history=history,
+        progress=False, desc=label or "train")
+    steps = history.steps
     if curve.steps[-1] != steps:
         record()
     return curve

@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -40,10 +40,10 @@ from torch import nn
 from tqdm import tqdm
 
 from ._checks import check_float, check_int, check_module, evaluating, first_line
-from .measure import Table, compare_latency, count_parameters, serialized_size
+from .measure import Table, Variant, compare, count_parameters, serialized_size
 from .train import logits_of as _logits
 
-__all__ = ["ReportConfig", "Variant", "optimization_report", "plot_report"]
+__all__ = ["ReportConfig", "optimization_report", "plot_report"]
 
 
 @dataclass
@@ -88,19 +88,6 @@ class ReportConfig:
         check_int(self.repeats, "repeats", min_value=1)
 
 
-@dataclass
-class Variant:
-    """A way to run the model: what it is, its artifact, its runner and predictor."""
-
-    name: str
-    note: str
-    size_bytes: int | None = None
-    run: Callable[[], Any] | None = None     # one timed call at the report's batch size
-    predict: Callable[[torch.Tensor], torch.Tensor] | None = None
-    nonzero: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
 def _count(loader: Iterable, max_batches: int | None = None) -> int:
     """Samples in the first ``max_batches`` batches of ``(inputs, ...)`` batches."""
     n = 0
@@ -118,7 +105,7 @@ def _state_dict_bytes(model: nn.Module) -> int:
 def _torch_variant(name: str, note: str, model: nn.Module, x: torch.Tensor,
                    size: int | None = None, float_weights: bool = True,
                    counted: nn.Module | None = None,
-                   output_fn: Callable[[Any], torch.Tensor] = _logits) -> Variant:
+                   output_fn: Callable[[Any], torch.Tensor] = _logits) -> tuple[str, Variant]:
     """A PyTorch variant; non-zeros are counted only where weights are float parameters.
 
     ``model`` is the report's own copy (never the caller's): it is put in
@@ -134,13 +121,11 @@ def _torch_variant(name: str, note: str, model: nn.Module, x: torch.Tensor,
     def run() -> Any:
         with torch.inference_mode():
             return model(x)
-    return Variant(
-        name, note,
+    return name, Variant(
+        run=run, predict=lambda inp: output_fn(model(inp)),
         size_bytes=_state_dict_bytes(model) if size is None else size,
-        run=run,
-        predict=lambda inp: output_fn(model(inp)),
         nonzero=count_parameters(counted or model).nonzero if float_weights else None,
-    )
+        note=note)
 
 
 class _LogitsOnly(nn.Module):
@@ -174,7 +159,7 @@ _NO_CALIBRATION = ("needs calibration data (pass calibration=...; with companion
 
 def _variants(model: nn.Module, x: torch.Tensor, calibration: Iterable | None,
               cfg: ReportConfig, output_fn: Callable[[Any], torch.Tensor] = _logits
-              ) -> list[tuple[str, Callable[[], Variant]]]:
+              ) -> list[tuple[str, Callable[[], tuple[str, Variant]]]]:
     """``(name, build)`` pairs: each ``build()`` makes one variant (and may fail alone).
 
     ``model`` is the report's own eval-mode copy.
@@ -190,13 +175,13 @@ def _variants(model: nn.Module, x: torch.Tensor, calibration: Iterable | None,
         best = infer.fastest_fp32(m, x, threads=cfg.threads, rounds=max(cfg.repeats, 2))
         return best.name, best.model
 
-    def fastest() -> Variant:
+    def fastest() -> tuple[str, Variant]:
         how, fast = plain(model)
         return _torch_variant(f"fp32, {how}", "fastest plain fp32: speed-up baseline",
                               fast, x, size=_state_dict_bytes(model), counted=model,
                               output_fn=output_fn)
 
-    def dynamic() -> Variant:
+    def dynamic() -> tuple[str, Variant]:
         if exported:
             raise ValueError(no_modules.format(what="swap for int8 kernels"))
         q = quant.quantize_model(model, quant.DynamicInt8Config())
@@ -205,7 +190,7 @@ def _variants(model: nn.Module, x: torch.Tensor, calibration: Iterable | None,
                               "run time (no calibration)", q, x, float_weights=False,
                               output_fn=output_fn)
 
-    def static() -> Variant:
+    def static() -> tuple[str, Variant]:
         from .pt2e import compile_int8, quantize_pt2e
 
         if calibration is None:
@@ -215,13 +200,12 @@ def _variants(model: nn.Module, x: torch.Tensor, calibration: Iterable | None,
         graph = quantize_pt2e(_LogitsOnly(model, output_fn), x, calibration,
                               num_batches=batches)
         run_int8 = compile_int8(graph, x)
-        return Variant("int8 static",
-                       "PT2E: torchao X86InductorQuantizer + torch.compile int8 kernels; "
-                       f"{_calibrated_on(n, x)}",
-                       size_bytes=_state_dict_bytes(graph), run=lambda: run_int8(x),
-                       predict=run_int8)
+        return "int8 static", Variant(
+            run=lambda: run_int8(x), predict=run_int8, size_bytes=_state_dict_bytes(graph),
+            note=("PT2E: torchao X86InductorQuantizer + torch.compile int8 kernels; "
+                  f"{_calibrated_on(n, x)}"))
 
-    def pruned(s: float) -> Variant:
+    def pruned(s: float) -> tuple[str, Variant]:
         if exported:
             raise ValueError(no_modules.format(what="prune"))
         pruned_model = prune.remove(prune.prune(model, s))
@@ -236,7 +220,7 @@ def _variants(model: nn.Module, x: torch.Tensor, calibration: Iterable | None,
                               f"dense kernels, {how}",
                               fast, x, size=size, counted=p, output_fn=output_fn)
 
-    def channels() -> Variant:
+    def channels() -> tuple[str, Variant]:
         if exported:
             raise ValueError(no_modules.format(what="prune"))
         # the book's hand-followed chain for Sequential models, the traced graph otherwise
@@ -250,7 +234,7 @@ def _variants(model: nn.Module, x: torch.Tensor, calibration: Iterable | None,
 
     onnx_fp32: dict[str, bytes] = {}  # the fp32 export, shared by both ONNX rows
 
-    def onnx(int8: bool) -> Variant:
+    def onnx(int8: bool) -> tuple[str, Variant]:
         if int8 and calibration is None:
             raise ValueError(_NO_CALIBRATION)
         if "fp32" not in onnx_fp32:
@@ -266,13 +250,12 @@ def _variants(model: nn.Module, x: torch.Tensor, calibration: Iterable | None,
             data = onnx_fp32["fp32"]
             note = "another engine (section 3.3)"
         session = infer.ort_session(data, threads=cfg.threads)
-        return Variant(
-            f"ONNX Runtime {'int8' if int8 else 'fp32'}", note,
-            size_bytes=len(data), run=infer.ort_runner(session, x),
-            predict=lambda inp: torch.from_numpy(infer.ort_predict(session, inp)))
+        return f"ONNX Runtime {'int8' if int8 else 'fp32'}", Variant(
+            run=infer.ort_runner(session, x), predict=lambda inp: infer.ort_predict(session, inp),
+            size_bytes=len(data), note=note)
 
     given = ("the torch.export program as given" if exported else "the model as given")
-    builds: list[tuple[str, Callable[[], Variant]]] = [
+    builds: list[tuple[str, Callable[[], tuple[str, Variant]]]] = [
         ("fp32", lambda: _torch_variant("fp32", given, model, x, output_fn=output_fn)),
         ("fp32 fastest", fastest)]
     if "dynamic" in cfg.int8:
@@ -286,15 +269,6 @@ def _variants(model: nn.Module, x: torch.Tensor, calibration: Iterable | None,
         builds += [("ONNX Runtime fp32", lambda: onnx(False)),
                    ("ONNX Runtime int8", lambda: onnx(True))]
     return builds
-
-
-def _accuracy(predict: Callable[[torch.Tensor], torch.Tensor], loader: Iterable) -> float:
-    correct = total = 0
-    with torch.inference_mode():
-        for xb, yb in loader:
-            correct += int((predict(xb).argmax(1) == yb).sum())
-            total += len(yb)
-    return correct / total
 
 
 def _check_first_batch(model: nn.Module, xb: Any, yb: Any,
@@ -388,53 +362,29 @@ def optimization_report(model: nn.Module, eval_loader: Iterable, *,
         _check_first_batch(work, xb, first[1], out_fn)
         reps = -(-cfg.batch_size // len(xb))
         x = torch.cat([xb] * reps)[: cfg.batch_size].contiguous()
-        rows, runs = _build_rows(work, x, eval_loader, calibration, cfg, out_fn, progress)
-        return _measure(rows, runs, cfg)
+        variants = _build_variants(work, x, calibration, cfg, out_fn, progress)
+        names = list(variants)  # the fastest plain fp32 row is the speed-up baseline
+        base = names[1] if variants[names[1]].run is not None else names[0]
+        return compare(variants, eval_data=eval_loader, baseline=base,
+                       rounds=max(cfg.repeats, 2), threads=cfg.threads,
+                       title="optimization report", batch_size=cfg.batch_size)
 
 
-def _build_rows(model: nn.Module, x: torch.Tensor, eval_loader: Iterable,
-                calibration: Iterable | None, cfg: ReportConfig,
-                output_fn: Callable[[Any], torch.Tensor], progress: bool
-                ) -> tuple[list[dict[str, Any]], dict[str, Callable[[], Any]]]:
-    rows: list[dict[str, Any]] = []
-    runs: dict[str, Callable[[], Any]] = {}
-    builds = _variants(model, x, calibration, cfg, output_fn)
-    for name, build in tqdm(builds, desc="report", disable=not progress):
+def _build_variants(model: nn.Module, x: torch.Tensor, calibration: Iterable | None,
+                    cfg: ReportConfig, output_fn: Callable[[Any], torch.Tensor],
+                    progress: bool) -> dict[str, Variant]:
+    """Every variant that builds; one that fails gets a row saying why (fp32 must build)."""
+    variants: dict[str, Variant] = {}
+    for name, build in tqdm(_variants(model, x, calibration, cfg, output_fn), desc="report",
+                            disable=not progress):
         try:
-            v = build()
-            row: dict[str, Any] = {"variant": v.name, "note": v.note, "bytes": v.size_bytes,
-                                   "nonzero params": v.nonzero,
-                                   "accuracy": _accuracy(v.predict, eval_loader)}
-            runs[v.name] = v.run
+            built_name, variant = build()
+            variants[built_name] = variant
         except Exception as err:  # one variant failing must not hide the others
             if name == "fp32":
                 raise
-            row = {"variant": name, "note": f"not applicable: {first_line(err)}"}
-        rows.append(row)
-    return rows, runs
-
-
-def _measure(rows: list[dict[str, Any]], runs: dict[str, Callable[[], Any]],
-             cfg: ReportConfig) -> Table:
-    """Time every built variant together and fill in the derived columns."""
-    base = rows[1]["variant"] if rows[1]["variant"] in runs else rows[0]["variant"]
-    timing = compare_latency(runs, baseline=base, rounds=max(cfg.repeats, 2),
-                             threads=cfg.threads)
-    first = rows[0]
-    for r in rows:
-        if r["variant"] in runs:
-            r["latency ms"] = timing.median_ms(r["variant"])
-            r["size x"] = first["bytes"] / r["bytes"]
-            r["speed-up x"] = timing.speedup(r["variant"])
-            r["acc drop (pts)"] = 100 * (first["accuracy"] - r["accuracy"])
-    order = ["variant", "bytes", "size x", "nonzero params", "latency ms", "speed-up x",
-             "accuracy", "acc drop (pts)", "note"]
-    nan = float("nan")
-    rows = [{k: r.get(k) if r.get(k) is not None else ("" if k == "note" else nan)
-             for k in order} for r in rows]
-    return Table(rows, title=(f"optimization report: latency at batch {cfg.batch_size}, "
-                              f"{timing.threads} thread(s), CPU, median of {cfg.repeats} "
-                              f"interleaved rounds; speed-up against {base}\n{timing.cpu}"))
+            variants[name] = Variant(note=f"not applicable: {first_line(err)}")
+    return variants
 
 
 def plot_report(table: Table, path: str | None = None):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from companion import amp, data, models
+from companion import amp, data, models, train
 
 
 def _batch(n=16):
@@ -66,7 +66,7 @@ def test_throughput_positive():
 
 def test_bad_inputs():
     with pytest.raises(ValueError, match="precision"):
-        amp.resolve_dtype("int8")
+        train.resolve_precision("int8")
     model = models.LeNet300100(hidden1=8, hidden2=8)
     with pytest.raises(TypeError, match="optimizer"):
         amp.amp_step(model, "sgd", *_batch())

@@ -135,6 +135,12 @@ CASES: list[Case] = [
                   "warmup": 1},
          bad={"rounds": [1], "warmup": [-1], "threads": [0], "baseline": ["c"]},
          no_auto=("variants", "example_input")),
+    Case("measure.compare", measure.compare,
+         lambda: {"variants": {"a": _mlp(), "b": _mlp()}, "example_input": _x(),
+                  "eval_data": [(_x(), _y())], "rounds": 2, "warmup": 1},
+         bad={"rounds": [1], "warmup": [-1], "threads": [0], "baseline": ["c"],
+              "variants": [{}, {"a": 3}]},
+         no_auto=("variants", "example_input", "eval_data")),
     Case("measure.profile_operators", measure.profile_operators,
          lambda: {"model": _mlp(), "example_input": _x(), "runs": 1, "warmup": 0},
          bad={"runs": [0], "warmup": [-1], "threads": [0], "top": [0]},
@@ -268,7 +274,7 @@ CASES: list[Case] = [
          lambda: {"engine": "eager", "runner": lambda: None, "batch": 1, "threads": 1,
                   "size_bytes": 10, "accuracy": 0.5, "warmup": 0, "repeats": 2},
          bad={"batch": [0], "accuracy": [1.5], "runner": ["eager"]}),
-    Case("amp.resolve_dtype", amp.resolve_dtype, lambda: {"precision": "bf16"},
+    Case("train.resolve_precision", train.resolve_precision, lambda: {"precision": "bf16"},
          choices=("precision",), bad={"precision": [torch.int8]}),
     Case("amp.underflow_report", amp.underflow_report,
          lambda: {"model": _mlp(), "x": _x(), "y": _y(), "precision": "fp16", "loss_scale": 1.0},
@@ -426,6 +432,7 @@ NOT_SWEPT: dict[str, str] = {
        for n in ("count_trainable", "LeNet300100", "LeNet5", "SmallCNN")},
     "train.default_device": "takes a preference string; falls back to the CPU by design",
     "train.History": "a result dataclass",
+    "train.NonFiniteLossError": "an exception; raised in test_models_train.py",
     "train.cached_training": "trains and writes a file; tested in test_models_train.py",
     "train.logits_of": "takes any model output (tensor, .logits, dict, tuple); tested in "
                        "test_models_train.py",
@@ -433,6 +440,7 @@ NOT_SWEPT: dict[str, str] = {
        ("Table", "SizeReport", "ParamReport", "FlopReport", "LatencyReport", "CPUInfo",
         "LatencyComparison")},
     "measure.cpu_info": "takes no arguments; tested in test_measure.py",
+    "measure.Variant": "a specification dataclass; tested in test_measure.py",
     "measure.assert_timing": "takes a LatencyComparison and a predicate; tested in "
                              "test_measure.py",
     "measure.bytes_per_value": "takes a torch.dtype; tested in test_measure.py",
@@ -472,6 +480,7 @@ NOT_SWEPT: dict[str, str] = {
        ("eager_runner", "compile_model", "ort_runner", "ort_predict", "quantize_onnx_int8",
         "accuracy_of", "measure_peak_flops", "measure_bandwidth")},
     **{f"amp.{n}": "a result class" for n in ("AmpReport", "UnderflowReport")},
+    "dynamic.EarlyExitReport": "a result class",
     **{f"amp.{n}": "a training step / GPU throughput; tested in test_amp.py"
        for n in ("amp_step", "throughput")},
     **{f"dynamic.{n}": "tested in test_dynamic.py" for n in
@@ -494,7 +503,7 @@ NOT_SWEPT: dict[str, str] = {
     **{f"architectures.{n}": "model classes; tested in test_architectures.py"
        for n in ("as_rows", "RowRNN", "EncoderBlock", "RowTransformer")},
     **{f"report.{n}": "tested in test_report.py" for n in
-       ("ReportConfig", "Variant", "optimization_report", "plot_report")},
+       ("ReportConfig", "optimization_report", "plot_report")},
 }
 
 _SWEPT_MODULES = ("data", "models", "train", "measure", "plot", "quant", "pt2e", "prune",

@@ -50,7 +50,7 @@ def test_budget_report():
                                 warmup=1, block=2)
     assert list(both) == ["a", "b"] and both["a"].shape == (3,)
     assert calls == [("a", 0), ("a", 0), ("a", 1), ("b", 0), ("b", 0), ("b", 1),
-                     ("a", 2), ("b", 2)]                       # turns over blocks of 2
+                     ("b", 2), ("a", 2)]          # turns over blocks of 2, order rotating
     with pytest.raises(TypeError, match="'b'"):
         apps.frame_latencies({"a": len, "b": 3}, [0])
     with pytest.raises(ValueError, match="empty mapping"):

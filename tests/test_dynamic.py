@@ -49,7 +49,8 @@ def test_dynamic_run_matches_precomputed_exits(trained_exit_net):
         preds, _ = dynamic.early_exit_predict(logits, t)
         assert torch.equal(preds, dynamic._run_dynamic(net, x, t))
     timing = dynamic.time_early_exit(net, x, 0.0, warmup=1, repeats=3)
-    assert timing["full_ms"] > 0 and timing["early_exit_ms"] > 0
+    assert timing.full_ms > 0 and timing.early_exit_ms > 0 and timing.threads >= 1
+    assert timing.as_row()["saving"] == pytest.approx(timing.saving)
 
 
 def test_stage_latency_one_time_per_stage(trained_exit_net):

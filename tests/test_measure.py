@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.nn.utils import prune
 
-from companion import measure, models
+from companion import measure, models, train
 
 
 # ---------------------------------------------------------------- parameters
@@ -377,3 +377,36 @@ def test_table_renders_as_html_in_jupyter():
     assert '<td style="text-align: left">True</td>' in page               # bools are not numbers
     assert page.count("<tr>") == 2 and "<caption>" not in measure.Table([{"a": 1}])._repr_html_()
     assert repr(t) == str(t)                                              # a terminal: text
+
+
+def test_compare_one_table_for_modules_and_variants():
+    torch.manual_seed(0)
+    big = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 64), torch.nn.ReLU(),
+                              torch.nn.Linear(64, 10))
+    small = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    x, y = torch.rand(32, 1, 28, 28), torch.randint(0, 10, (32,))
+    data = [(x[:16], y[:16]), (x[16:], y[16:])]
+    table = measure.compare(
+        {"big": big, "small": small,
+         "numpy small": measure.Variant(run=lambda: small(x),
+                                        predict=lambda b: small(b).detach().numpy(),
+                                        size_bytes=100, note="a runner"),
+         "absent": measure.Variant(note="not applicable: no kernel")},
+        x, data, rounds=3, warmup=1, title="toy")
+    rows = {r["variant"]: r for r in table.rows}
+    assert list(rows) == ["big", "small", "numpy small", "absent"]
+    assert table.columns == measure.COLUMNS
+    assert rows["big"]["size x"] == 1.0 and rows["big"]["speed-up x"] == 1.0
+    assert rows["small"]["bytes"] == measure.serialized_size(small).bytes
+    assert rows["small"]["size x"] == pytest.approx(rows["big"]["bytes"] / rows["small"]["bytes"])
+    assert rows["small"]["accuracy"] == train.evaluate(small, data)
+    assert rows["numpy small"]["accuracy"] == rows["small"]["accuracy"]   # NumPy logits scored
+    assert rows["small"]["acc drop (pts)"] == pytest.approx(
+        100 * (rows["big"]["accuracy"] - rows["small"]["accuracy"]))
+    assert rows["absent"]["note"].startswith("not applicable") and math.isnan(
+        rows["absent"]["latency ms"])
+    assert table.title.startswith("toy: latency at batch 32, 1 thread(s), cpu")
+    with pytest.raises(ValueError, match="baseline"):
+        measure.compare({"a": small, "b": measure.Variant()}, x, baseline="b")
+    with pytest.raises(TypeError, match="variants\\['a'\\]"):
+        measure.compare({"a": 3}, x)

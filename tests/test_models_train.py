@@ -211,3 +211,53 @@ def test_cached_training_trains_once_then_loads(tmp_path):
         train.cached_training("a/b", key, lambda: nn.Linear(2, 2), fit_fn, cache_dir=tmp_path)
     with pytest.raises(TypeError, match="key"):
         train.cached_training("toy", ["x"], lambda: nn.Linear(2, 2), fit_fn, cache_dir=tmp_path)
+
+
+def test_fit_hooks_batch_loss_after_step_max_steps_and_history():
+    torch.manual_seed(0)
+    x, y = torch.rand(64, 4), torch.randint(0, 3, (64,))
+    loader = [(x[i:i + 8], y[i:i + 8], torch.ones(8)) for i in range(0, 64, 8)]  # 3-tuples
+    model = torch.nn.Linear(4, 3)
+    seen = []
+
+    def batch_loss(m, batch):
+        assert len(batch) == 3
+        return torch.nn.functional.cross_entropy(m(batch[0]), batch[1]) * batch[2].mean()
+
+    def after_step(step):
+        seen.append(step)
+        return step == 5                                   # True stops training
+
+    h = train.fit(model, loader, epochs=3, batch_loss=batch_loss, after_step=after_step,
+                  progress=False)
+    assert seen == [1, 2, 3, 4, 5] and h.steps == 5 and len(h.step_loss) == 5
+    assert h.examples == 40 and 0 < h.train_seconds <= h.seconds
+    h = train.fit(model, loader, epochs=3, max_steps=10, history=h, progress=False)
+    assert h.steps == 15 and len(h.train_loss) == 3       # 1 + 2 epochs, the last one partial
+    with pytest.raises(ValueError, match="not both"):
+        train.fit(model, loader, loss_fn=torch.nn.functional.cross_entropy,
+                  batch_loss=batch_loss)
+    with pytest.raises(ValueError, match="precision"):
+        train.fit(model, loader, precision="int8")
+    with pytest.raises(train.NonFiniteLossError, match="lower the learning rate") as err:
+        train.fit(model, loader, batch_loss=lambda m, b: m(b[0]).sum() * float("nan"),
+                  progress=False)
+    assert err.value.step == 0
+
+
+def test_fit_bf16_autocast_keeps_fp32_weights():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    loader = [(torch.rand(8, 4), torch.randint(0, 3, (8,)))] * 3
+    h = train.fit(model, loader, precision="bf16", progress=False)
+    assert model.weight.dtype == torch.float32 and h.steps == 3
+
+
+def test_evaluate_accepts_a_predict_function():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    data = [(torch.rand(8, 4), torch.randint(0, 3, (8,))) for _ in range(3)]
+    acc = train.evaluate(model, data)
+    assert train.evaluate(lambda b: model(b).detach().numpy(), data) == acc
+    with pytest.raises(TypeError, match="model"):
+        train.evaluate(3, data)

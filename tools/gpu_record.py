@@ -55,7 +55,7 @@ def inference_rows(device: torch.device, batches: list[int], repeats: int) -> li
     model = models.SmallCNN()
     train.fit(model, loaders.train, epochs=1, device=device, progress=False)
     model.eval()
-    acc = measure.accuracy(model, loaders.test)
+    acc = train.evaluate(model, loaders.test)
     engines = {"CUDA eager fp32" if device.type == "cuda" else "eager fp32": model}
     compiled = torch.compile(train.clone(model).eval(), dynamic=False)
     engines["torch.compile"] = compiled

@@ -1,0 +1,87 @@
+"""Inference engines that run on this machine, measured on the same model and inputs.
+
+Article 002 teaches inference optimization with TensorRT code that calls
+functions TensorRT does not have, on a GPU most readers do not own. This
+module gives the engines that run on a CPU here, each as a *zero-argument
+callable* that :func:`companion.measure.measure_latency` can time:
+
+* eager PyTorch (:func:`eager_runner`);
+* ``torch.compile`` with the inductor backend (:func:`compile_model`);
+* ONNX export (:func:`export_onnx`) run by ONNX Runtime, in float32 and after
+  int8 static quantization with ``onnxruntime.quantization``
+  (:func:`quantize_onnx_int8`, :func:`ort_session`, :func:`ort_runner`);
+
+plus :func:`engine_row`, which measures latency, size and accuracy of one
+engine in one setting, and a roofline model (:func:`measure_peak_flops`,
+:func:`measure_bandwidth`, :func:`roofline`) that explains why small batches
+are latency-bound.
+"""
+
+from __future__ import annotations
+
+# every name of the former single module, private ones included (hence the noqa: they
+# are re-exported for callers, not used here); the public ones are listed in __all__
+from .engines import (  # noqa: F401
+    _INT_DTYPES,
+    EngineRow,
+    Fp32Baseline,
+    _check_input,
+    _copy,
+    compile_model,
+    eager_runner,
+    engine_row,
+    eval_copy,
+    fastest_fp32,
+    fold_batchnorm,
+    is_exported,
+)
+from .onnx_engine import (  # noqa: F401
+    _ORT_DTYPES,
+    _ArrayReader,
+    _input_dtype,
+    _quiet_onnx,
+    accuracy_of,
+    export_onnx,
+    ort_predict,
+    ort_runner,
+    ort_session,
+    quantize_onnx_int8,
+)
+from .roofline_model import (  # noqa: F401
+    Roofline,
+    _best_time,
+    measure_bandwidth,
+    measure_peak_flops,
+    model_bytes_moved,
+    roofline,
+)
+
+__all__ = [
+    "Fp32Baseline",
+    "fold_batchnorm",
+    "fastest_fp32",
+    "is_exported",
+    "eval_copy",
+    "EngineRow",
+    "Roofline",
+    "eager_runner",
+    "compile_model",
+    "export_onnx",
+    "quantize_onnx_int8",
+    "ort_session",
+    "ort_runner",
+    "ort_predict",
+    "accuracy_of",
+    "engine_row",
+    "measure_peak_flops",
+    "measure_bandwidth",
+    "roofline",
+    "model_bytes_moved",
+]
+
+# The public names keep this package as their module, as when it was one file (the API
+# reference, pickles, ``obj.__module__``).
+for _name in __all__:
+    if (getattr(globals()[_name], "__module__", None) or "").startswith(f"{__name__}."):
+        globals()[_name].__module__ = __name__
+del _name

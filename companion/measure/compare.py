@@ -1,0 +1,125 @@
+"""One comparison table for every "variants: x smaller, x faster, accuracy" claim."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..train import evaluate
+from .latency import compare_latency
+from .size import count_parameters, serialized_size
+from .table import Table
+
+COLUMNS = ["variant", "bytes", "size x", "nonzero params", "latency ms", "speed-up x",
+           "accuracy", "acc drop (pts)", "note"]
+
+
+@dataclass
+class Variant:
+    """A way to run a model that is not a plain ``nn.Module``, for :func:`compare`.
+
+    Attributes:
+        run: one timed call (an ONNX Runtime or LiteRT run, a compiled model on
+            a fixed input); ``None`` marks a variant that does not apply, and
+            ``note`` says why.
+        predict: ``predict(inputs) -> logits`` (a tensor or a NumPy array) for
+            the accuracy; ``None``: not scored.
+        size_bytes: bytes of its serialized artifact.
+        nonzero: its non-zero parameters, where its weights are float parameters.
+        note: what it is.
+    """
+
+    run: Callable[[], Any] | None = None
+    predict: Callable[[torch.Tensor], Any] | None = None
+    size_bytes: int | None = None
+    nonzero: int | None = None
+    note: str = ""
+
+
+def _as_variant(name: str, v: nn.Module | Variant) -> Variant:
+    if isinstance(v, Variant):
+        return v
+    if isinstance(v, nn.Module):
+        return Variant(run=None, predict=v, size_bytes=serialized_size(v).bytes,
+                       nonzero=count_parameters(v).nonzero)
+    raise TypeError(f"variants[{name!r}] must be an nn.Module or a measure.Variant, "
+                    f"got {type(v).__name__}")
+
+
+def compare(variants: Mapping[str, nn.Module | Variant], example_input: Any = None,
+            eval_data: Iterable | None = None, *, baseline: str | None = None,
+            rounds: int = 30, warmup: int = 3, threads: int = 1,
+            title: str = "comparison", batch_size: int | None = None) -> Table:
+    """Size, non-zero parameters, latency and accuracy of model variants, in one table.
+
+    The library's one comparison table (the chapters, ``companion report`` and
+    the benchmarks use it). For each variant:
+
+    * ``bytes``: its serialized size (a module's ``state_dict`` saved with
+      ``torch.save``; a :class:`Variant` says its own), and ``size x``: the
+      first variant's bytes over these;
+    * ``latency ms``: the median of ``rounds`` calls timed in interleaved
+      rounds by :func:`compare_latency` (a module on ``example_input``, in
+      eval mode under ``inference_mode``), and ``speed-up x`` against
+      ``baseline`` (default: the first variant; make it the fastest plain
+      fp32 path);
+    * ``accuracy`` over ``eval_data`` with :func:`companion.train.evaluate`,
+      and ``acc drop (pts)`` against the first variant.
+
+    A :class:`Variant` whose ``run`` is ``None`` gets a row with its note only.
+
+    Args:
+        variants: name -> an ``nn.Module`` or a :class:`Variant`; the first is
+            the reference for size and accuracy.
+        example_input: the input the module variants are timed on.
+        eval_data: yields ``(inputs, labels)``; without it there is no accuracy.
+        baseline: the name the speed-ups are relative to.
+        rounds, warmup, threads: as in :func:`compare_latency`.
+        title: the table's title; the timing setting and the CPU are appended.
+        batch_size: the batch the variants run on, for the title (default:
+            that of ``example_input``).
+
+    Raises:
+        ValueError: no variants, an unknown or inapplicable ``baseline``, or a
+            module without ``example_input``.
+        TypeError: a variant that is neither a module nor a :class:`Variant`.
+    """
+    if not isinstance(variants, Mapping) or not variants:
+        raise ValueError("variants must be a non-empty mapping of name -> module or Variant")
+    specs = {name: _as_variant(name, v) for name, v in variants.items()}
+    runs = {name: (variants[name] if isinstance(variants[name], nn.Module) else v.run)
+            for name, v in specs.items()
+            if isinstance(variants[name], nn.Module) or v.run is not None}
+    if not runs:
+        raise ValueError("variants: none can be run (every Variant has run=None)")
+    base = next(iter(runs)) if baseline is None else baseline
+    if base not in runs:
+        raise ValueError(f"baseline must name a variant that runs, one of {list(runs)}, "
+                         f"got {baseline!r}")
+    timing = compare_latency(runs, example_input, baseline=base, rounds=rounds,
+                             warmup=warmup, threads=threads)
+    nan = float("nan")
+    rows, first = [], None
+    for name, v in specs.items():
+        row: dict[str, Any] = dict.fromkeys(COLUMNS, nan) | {"variant": name, "note": v.note}
+        if name in runs:
+            row |= {"bytes": v.size_bytes if v.size_bytes is not None else nan,
+                    "nonzero params": v.nonzero if v.nonzero is not None else nan,
+                    "latency ms": timing.median_ms(name), "speed-up x": timing.speedup(name)}
+            if eval_data is not None and v.predict is not None:
+                row["accuracy"] = evaluate(v.predict, eval_data)
+            first = first or row
+            row["size x"] = first["bytes"] / row["bytes"] if row["bytes"] else nan
+            if not math.isnan(row["accuracy"]):
+                row["acc drop (pts)"] = 100 * (first["accuracy"] - row["accuracy"])
+        rows.append(row)
+    batch_size = batch_size or timing.batch_size
+    batch = f"batch {batch_size}, " if batch_size else ""
+    return Table(rows, title=(f"{title}: latency at {batch}{timing.threads} thread(s), "
+                              f"{timing.device}, median of {rounds} interleaved rounds; "
+                              f"speed-up against {base}\n{timing.cpu}"))

@@ -1,0 +1,107 @@
+"""Pruning: importance scores, binary masks, schedules and structured pruning.
+
+Unstructured pruning keeps a binary mask beside each pruned weight, exactly as
+``torch.nn.utils.prune`` does (and built on it): the module stores
+``weight_orig`` (the trained parameter) and ``weight_mask`` (a buffer of 0/1),
+and recomputes ``weight = weight_orig * weight_mask`` before every forward.
+Pruned weights therefore stay exactly zero through any number of optimizer
+steps; :func:`remove_` makes the zeros permanent. Masked zeros are a
+*simulation*: a dense kernel multiplies by them just as fast.
+
+Structured pruning (:func:`prune_channels`) removes whole output channels of a
+layer and the matching inputs of the next one, and returns a genuinely
+smaller dense model, which runs faster with ordinary kernels.
+
+==============================  ===============================================
+``prune_`` / ``prune``          magnitude or Taylor scores, local or global
+``PolynomialDecay``             Zhu & Gupta (2017) schedule, TF-MOT style
+``ConstantSparsity``            one-shot: one target at one step
+``PruningCallback``             ``fit(..., after_step=callback)``
+``iterative_prune_``            prune -> fine-tune -> prune more ...
+``select_channels``             L1 norm of filters, keep the strongest
+``prune_channels``              a smaller dense model
+``l1_prune_finetune_``          L1 penalty -> threshold -> fine-tune
+``semi_structured_mask``        2:4 pattern; ``to_semi_structured_`` on CUDA
+==============================  ===============================================
+
+The package's files follow the chapter: ``unstructured`` (importance, masks,
+sparsity), ``schedules`` (when to prune while training), ``structured``
+(channels), ``l1`` (L1 penalty -> threshold -> fine-tune) and
+``semi_structured`` (2:4). Each imports only the files before it; every name is
+re-exported here, so ``companion.prune.X`` is the one address to use.
+"""
+
+from __future__ import annotations
+
+# every name of the former single module, private ones included (hence the noqa: they
+# are re-exported for callers, not used here); the public ones are listed in __all__
+from .l1 import (  # noqa: F401
+    L1PruneReport,
+    l1_prune_finetune_,
+)
+from .schedules import (  # noqa: F401
+    ConstantSparsity,
+    PolynomialDecay,
+    PruningCallback,
+    Schedule,
+    iterative_prune_,
+)
+from .semi_structured import (  # noqa: F401
+    semi_structured_mask,
+    to_semi_structured_,
+)
+from .structured import (  # noqa: F401
+    _LAYER,
+    _PASS,
+    _chain,
+    _check_plan,
+    _check_sequential,
+    _default_layers,
+    _input_index,
+    _plan_for_graph,
+    _slice_layer,
+    _slice_norm,
+    mask_channels_,
+    prune_channels,
+    select_channels,
+)
+from .unstructured import (  # noqa: F401
+    IMPORTANCE,
+    Target,
+    _grad,
+    _scores,
+    _set_mask,
+    _weight,
+    channel_l1,
+    check_sparsity,
+    effective_state_dict,
+    get_importance,
+    is_pruned,
+    magnitude,
+    mask_from_scores,
+    prunable,
+    prune,
+    prune_,
+    remove,
+    remove_,
+    sparsity,
+    taylor,
+    threshold_prune_,
+)
+
+__all__ = [
+    "magnitude", "taylor", "channel_l1", "IMPORTANCE", "get_importance",
+    "prunable", "check_sparsity", "mask_from_scores", "prune_", "prune", "threshold_prune_",
+    "remove_", "remove", "is_pruned", "sparsity", "effective_state_dict",
+    "ConstantSparsity", "PolynomialDecay", "PruningCallback", "iterative_prune_",
+    "select_channels", "mask_channels_", "prune_channels",
+    "L1PruneReport", "l1_prune_finetune_",
+    "semi_structured_mask", "to_semi_structured_",
+]
+
+# The public names keep this package as their module, as when it was one file (the API
+# reference, pickles, ``obj.__module__``); Target and Schedule are type aliases (left alone).
+for _name in [n for n in globals() if not n.startswith("_")]:
+    if (getattr(globals()[_name], "__module__", None) or "").startswith(f"{__name__}."):
+        globals()[_name].__module__ = __name__
+del _name

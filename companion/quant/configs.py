@@ -1,0 +1,92 @@
+"""The model-level configs, one dataclass per way of quantizing a model (torchao style)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+
+from .._checks import check_bool, check_choice, check_float, check_int
+from ..train import _check_not_empty
+from .observers import _OBSERVERS
+
+
+# =========================================================================== model level
+@dataclass
+class WeightOnlyConfig:
+    """Weights stored as ``bits``-bit codes (symmetric, per output channel).
+
+    Compute stays float32: the layer dequantizes its weight on each call.
+    Smaller file, no speed-up.
+    """
+
+    bits: int = 8
+
+    def __post_init__(self) -> None:
+        check_int(self.bits, "bits", min_value=2, max_value=8)
+
+
+@dataclass
+class DynamicInt8Config:
+    """``torch.ao`` dynamic quantization: int8 weights, activations quantized at run time.
+
+    Only ``nn.Linear`` (and LSTM/GRU) have dynamic int8 kernels; convolutions stay float.
+    """
+
+
+@dataclass
+class StaticInt8Config:
+    """``torch.ao`` eager static quantization (x86/fbgemm int8 kernels).
+
+    Conv-BN-ReLU and Linear-ReLU are fused; weights are per-channel symmetric
+    int8; activation ranges come from an observer of this module run over
+    ``calibration`` (uint8, 7-bit range on x86 to avoid overflow in the
+    int8 x uint8 multiply-add of CPUs without VNNI).
+
+    Args:
+        calibration: a loader of ``(inputs, labels)`` for the activation ranges.
+        observer: ``"minmax"``, ``"moving_average"``, ``"percentile"`` or ``"mse"``.
+        num_batches: calibration batches.
+        backend: PyTorch's quantized engine; must be the active one.
+    """
+
+    calibration: Iterable
+    observer: str = "minmax"
+    num_batches: int = 10
+    backend: str = "x86"
+
+    def __post_init__(self) -> None:
+        check_choice(self.observer, "observer", tuple(_OBSERVERS))
+        check_int(self.num_batches, "num_batches", min_value=1)
+        check_choice(self.backend, "backend", tuple(torch.backends.quantized.supported_engines))
+        cal = self.calibration
+        if isinstance(cal, (str, bytes, torch.Tensor)):
+            raise TypeError("calibration must be an iterable of batches (a DataLoader, or a list "
+                            f"of (inputs, labels) or input tensors), got {type(cal).__name__}")
+        _check_not_empty(cal, "calibration")
+
+
+@dataclass
+class QATConfig:
+    """Quantization-aware training: fake-quantized weights and layer inputs.
+
+    Args:
+        bits: weight bits (symmetric, per output channel).
+        activation_bits: bits of each layer's input (asymmetric, per tensor,
+            moving-average range); default ``bits``; None after init means same.
+        momentum: of the activation range's moving average.
+    """
+
+    bits: int = 8
+    activation_bits: int | None = None
+    momentum: float = 0.01
+    quantize_input: bool = True
+
+    def __post_init__(self) -> None:
+        check_bool(self.quantize_input, "quantize_input")
+        check_int(self.bits, "bits", min_value=2, max_value=16)
+        if self.activation_bits is None:
+            self.activation_bits = self.bits
+        check_int(self.activation_bits, "activation_bits", min_value=2, max_value=16)
+        check_float(self.momentum, "momentum", min_value=0.0, max_value=1.0, min_inclusive=False)

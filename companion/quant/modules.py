@@ -1,0 +1,305 @@
+"""Quantized layers: stored weight codes (weight-only) and fake quantization (QAT)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._checks import check_bool, check_float, check_int, check_module
+from .affine import QTensor, _broadcast, choose_qparams, dequantize, pack, qrange, quantize, unpack
+from .configs import QATConfig, WeightOnlyConfig
+from .observers import _LAYERS
+
+
+# --------------------------------------------------------------------------- weight-only
+class QuantizedWeightLayer(nn.Module):
+    """A Linear or Conv layer whose weight is stored as packed integer codes.
+
+    ``forward`` dequantizes the weight and runs the float op (simulated
+    integer compute; the saving is storage). A convolution keeps its
+    ``padding_mode`` (``"circular"``, ``"reflect"``, ``"replicate"``).
+
+    Args:
+        layer: an ``nn.Linear``, ``nn.Conv1d`` or ``nn.Conv2d`` (not modified).
+        bits: 2 to 16 (symmetric, per output channel; packed two per byte up to 4 bits).
+    """
+
+    def __init__(self, layer: nn.Module, bits: int = 8) -> None:
+        super().__init__()
+        if type(layer) not in _LAYERS:
+            raise TypeError(f"layer must be nn.Linear/Conv1d/Conv2d, got {type(layer).__name__}")
+        bits = check_int(bits, "bits", min_value=2, max_value=16)
+        q = quantize(layer.weight.detach(), bits, symmetric=True, axis=0)
+        self.kind = type(layer).__name__
+        self.bits, self.shape = bits, tuple(layer.weight.shape)
+        self.conv_args = ({} if self.kind == "Linear" else
+                          {"stride": layer.stride, "padding": layer.padding,
+                           "dilation": layer.dilation, "groups": layer.groups})
+        if self.kind != "Linear" and layer.padding_mode != "zeros":
+            # as nn.Conv*d._conv_forward: pad with the mode first, then convolve unpadded
+            self.padding_mode = layer.padding_mode
+            self.mode_padding = tuple(layer._reversed_padding_repeated_twice)
+            self.conv_args["padding"] = 0
+        self.register_buffer("codes", pack(q))
+        self.register_buffer("scale", q.scale)
+        self.bias = None if layer.bias is None else nn.Parameter(layer.bias.detach().clone())
+
+    def weight(self) -> torch.Tensor:
+        """The dequantized float weight."""
+        numel = math.prod(self.shape)
+        codes = unpack(self.codes, self.bits, True, numel).reshape(self.shape)
+        zero = torch.zeros_like(self.scale, dtype=torch.int32)
+        return dequantize(QTensor(codes, self.scale, zero, self.bits, 0, self.shape, True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight()
+        if self.kind == "Linear":
+            return F.linear(x, w, self.bias)
+        conv = F.conv1d if self.kind == "Conv1d" else F.conv2d
+        mode = getattr(self, "padding_mode", "zeros")
+        if mode != "zeros":
+            x = F.pad(x, self.mode_padding, mode=mode)
+        return conv(x, w, self.bias, **self.conv_args)
+
+    def extra_repr(self) -> str:
+        mode = getattr(self, "padding_mode", "zeros")
+        extra = "" if mode == "zeros" else f", padding_mode={mode!r}"
+        return f"{self.kind}, weight {self.shape}, {self.bits}-bit codes{extra}"
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def _layers_or_raise(model: nn.Module, kinds: tuple[type, ...] = _LAYERS
+                     ) -> list[tuple[str, nn.Module]]:
+    found = [(n, m) for n, m in model.named_modules() if type(m) in kinds]
+    if not found:
+        names = "/".join(k.__name__ for k in kinds)
+        raise ValueError(f"model has no quantizable layer ({names})")
+    return found
+
+
+def _weight_only_(model: nn.Module, config: WeightOnlyConfig) -> nn.Module:
+    # every replacement is built before the first is swapped in: a failure leaves model as it was
+    new = []
+    for name, layer in _layers_or_raise(model):
+        try:
+            new.append((name, QuantizedWeightLayer(layer, config.bits)))
+        except ValueError as e:
+            raise ValueError(f"model: layer {name!r}: {e}") from e
+    for name, layer in new:
+        _replace(model, name, layer)
+    return model
+
+
+def _become_(model: nn.Module, new: nn.Module) -> nn.Module:
+    """Make ``model`` the module ``new`` (a converted deep copy of it): state, children, mode."""
+    model.__dict__.clear()
+    model.__dict__.update(new.__dict__)
+    return model
+
+
+# --------------------------------------------------------------------------- QAT
+class _RoundSTE(torch.autograd.Function):
+    """Rounding whose gradient is the identity (the straight-through estimator)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return torch.round(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+class FakeQuantize(nn.Module):
+    """Quantize-dequantize in the forward pass, straight-through gradient in the backward.
+
+    Values inside the range get gradient 1 (rounding is skipped by the
+    estimator); values clipped to the range get gradient 0.
+
+    Args:
+        bits: 2 to 16.
+        symmetric: symmetric (weights) or affine (activations).
+        axis: per-channel axis (weights) or None.
+        momentum: if set, in (0, 1]: the range is a moving average of batch
+            min/max (activations), updated in training mode; else each call uses
+            the tensor's own min/max (weights).
+
+    A moving-average quantizer that is run in eval mode before it has seen
+    any data in training mode has no range (it would use [0, 0]): it warns
+    once (``UserWarning``); call :func:`calibrate_fake_quant_` or train a step
+    first.
+    """
+
+    def __init__(self, bits: int = 8, *, symmetric: bool = False, axis: int | None = None,
+                 momentum: float | None = None) -> None:
+        super().__init__()
+        self.bits = check_int(bits, "bits", min_value=2, max_value=16)
+        check_bool(symmetric, "symmetric")
+        if axis is not None:
+            axis = check_int(axis, "axis")
+        if momentum is not None:
+            momentum = check_float(momentum, "momentum", min_value=0.0, max_value=1.0,
+                                   min_inclusive=False)
+        self.symmetric, self.axis, self.momentum = symmetric, axis, momentum
+        self.label = ""  # where it sits in a model, for messages (set by prepare_qat_)
+        self._warned = False
+        self.register_buffer("lo", torch.tensor(0.0))
+        self.register_buffer("hi", torch.tensor(0.0))
+        self.register_buffer("initialized", torch.tensor(False))
+
+    def _range(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.axis is not None:
+            flat = x.detach().movedim(self.axis, 0).reshape(x.shape[self.axis], -1)
+            return flat.min(1).values, flat.max(1).values
+        lo, hi = x.detach().min(), x.detach().max()
+        if self.momentum is None:
+            return lo, hi
+        if self.training:
+            if not self.initialized:
+                self.lo.copy_(lo), self.hi.copy_(hi), self.initialized.fill_(True)
+            else:
+                m = self.momentum
+                self.lo.mul_(1 - m).add_(m * lo), self.hi.mul_(1 - m).add_(m * hi)
+        elif not getattr(self, "_warned", False) and not self.initialized:
+            self._warned = True
+            label = getattr(self, "label", "")
+            where = f" {label!r}" if label else ""
+            warnings.warn(f"FakeQuantize{where} runs in eval mode but has no calibrated range "
+                          "(it never saw data in training mode), so it uses [0, 0] and its "
+                          "outputs are meaningless: call companion.quant.calibrate_fake_quant_"
+                          "(model, loader) or run a training step first", UserWarning,
+                          stacklevel=2)
+        return self.lo, self.hi
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lo, hi = self._range(x)
+        signed = self.symmetric
+        qmin, qmax = qrange(self.bits, signed)
+        scale, zp = choose_qparams(lo, hi, self.bits, symmetric=self.symmetric, signed=signed)
+        scale = _broadcast(scale, self.axis, x.dim())
+        zp = _broadcast(zp.float(), self.axis, x.dim())
+        q = torch.clamp(_RoundSTE.apply(x * (1.0 / scale) + zp), qmin, qmax)
+        return (q - zp) * scale
+
+    def extra_repr(self) -> str:
+        kind = "symmetric" if self.symmetric else "affine"
+        return f"bits={self.bits}, {kind}, axis={self.axis}"
+
+
+class QATLayer(nn.Module):
+    """A Linear/Conv layer with fake-quantized weight and (optionally) input."""
+
+    def __init__(self, layer: nn.Module, config: QATConfig) -> None:
+        super().__init__()
+        if type(layer) not in _LAYERS:
+            raise TypeError(f"layer must be nn.Linear/Conv1d/Conv2d, got {type(layer).__name__}")
+        self.layer = layer
+        self.weight_fq = FakeQuantize(config.bits, symmetric=True, axis=0)
+        self.input_fq = (FakeQuantize(config.activation_bits, momentum=config.momentum)
+                         if config.quantize_input else nn.Identity())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.input_fq(x)
+        w = self.weight_fq(self.layer.weight)
+        if isinstance(self.layer, nn.Linear):
+            return F.linear(x, w, self.layer.bias)
+        return self.layer._conv_forward(x, w, self.layer.bias)
+
+
+def prepare_qat_(model: nn.Module, config: QATConfig) -> nn.Module:
+    """Wrap every Linear/Conv layer of ``model`` in a :class:`QATLayer`, in place.
+
+    Train the model as usual afterwards; gradients pass the rounding by the
+    straight-through estimator. The input ranges are set by training steps
+    or by :func:`calibrate_fake_quant_`; evaluating before either warns.
+
+    Raises:
+        ValueError: no Linear/Conv layer.
+    """
+    check_module(model, "model")
+    if not isinstance(config, QATConfig):
+        raise TypeError(f"config must be a QATConfig, got {type(config).__name__}")
+    wrapped = [(name, QATLayer(layer, config)) for name, layer in _layers_or_raise(model)]
+    for name, qat in wrapped:
+        qat.weight_fq.label = f"{name}.weight_fq"
+        if isinstance(qat.input_fq, FakeQuantize):
+            qat.input_fq.label = f"{name}.input_fq"
+        _replace(model, name, qat)
+    return model
+
+
+@torch.no_grad()
+def calibrate_fake_quant_(model: nn.Module, loader: Iterable, num_batches: int = 10) -> nn.Module:
+    """Set the activation ranges of a prepared model from data, without training (PTQ).
+
+    Only the :class:`FakeQuantize` modules are put in training mode (so that
+    they update their moving-average ranges); BatchNorm statistics and
+    weights are left alone.
+
+    Raises:
+        ValueError: the model has no QATLayer, or ``loader`` yielded no batch.
+    """
+    check_module(model, "model")
+    num_batches = check_int(num_batches, "num_batches", min_value=1)
+    fqs = [m for m in model.modules() if isinstance(m, FakeQuantize) and m.momentum is not None]
+    if not fqs:
+        raise ValueError("model has no QATLayer: call prepare_qat_ first")
+    was_training = model.training
+    model.eval()
+    for fq in fqs:
+        fq.train()
+    seen = 0
+    try:
+        for i, batch in enumerate(loader):
+            if i >= num_batches:
+                break
+            model(batch[0] if isinstance(batch, (tuple, list)) else batch)
+            seen += 1
+    finally:
+        model.train(was_training)
+    if not seen:
+        raise ValueError("loader yielded no batch: the activation ranges were not calibrated")
+    return model
+
+
+class _FrozenInput(nn.Module):
+    """Fixed-range fake quantization of a layer's input, then the layer (after QAT)."""
+
+    def __init__(self, fq: nn.Module, layer: nn.Module) -> None:
+        super().__init__()
+        self.input_fq, self.layer = fq, layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(self.input_fq(x))
+
+
+def convert_qat_(model: nn.Module) -> nn.Module:
+    """Replace each :class:`QATLayer` by stored weight codes and its frozen input range.
+
+    Weights become :class:`QuantizedWeightLayer` (packed codes: the file
+    shrinks) at the QAT bit width; inputs keep the learned range. In eval mode
+    the converted model computes what the QAT model computed (to float
+    rounding). Compute remains simulated.
+
+    Raises:
+        ValueError: the model has no QATLayer (call :func:`prepare_qat_` first).
+    """
+    check_module(model, "model")
+    found = [(n, m) for n, m in model.named_modules() if isinstance(m, QATLayer)]
+    if not found:
+        raise ValueError("model has no QATLayer: call prepare_qat_ first")
+    stored = [QuantizedWeightLayer(qat.layer, qat.weight_fq.bits) for _, qat in found]
+    for (name, qat), layer in zip(found, stored, strict=True):
+        qat.input_fq.eval()
+        _replace(model, name, _FrozenInput(qat.input_fq, layer))
+    return model
