@@ -41,12 +41,21 @@ class Variant:
     note: str = ""
 
 
+def _nonzero(model: nn.Module) -> int | None:
+    """Non-zero parameters where every parameter is a plain float tensor (not a
+    quantized tensor subclass, whose values are not its parameters)."""
+    if any(type(p.detach()) is not torch.Tensor or not p.is_floating_point()
+           for p in model.parameters()):
+        return None
+    return count_parameters(model).nonzero
+
+
 def _as_variant(name: str, v: nn.Module | Variant) -> Variant:
     if isinstance(v, Variant):
         return v
     if isinstance(v, nn.Module):
         return Variant(run=None, predict=v, size_bytes=serialized_size(v).bytes,
-                       nonzero=count_parameters(v).nonzero)
+                       nonzero=_nonzero(v))
     raise TypeError(f"variants[{name!r}] must be an nn.Module or a measure.Variant, "
                     f"got {type(v).__name__}")
 
