@@ -129,3 +129,13 @@ def evaluating(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m, mode in modes:
             m.train(mode)
+
+
+def own_public_names(namespace: dict[str, Any], package: str) -> None:
+    """Give the public names a package re-exports from its files the package as
+    ``__module__``, as when it was one file (the API reference, pickles, and
+    ``obj.__module__`` name ``companion.quant``, not ``companion.quant.affine``)."""
+    for name, obj in list(namespace.items()):
+        if not name.startswith("_") and (getattr(obj, "__module__", None) or "").startswith(
+                f"{package}."):
+            obj.__module__ = package

@@ -22,6 +22,8 @@
 
 from __future__ import annotations
 
+from .._checks import own_public_names
+
 # every name of the former single module, private ones included (hence the noqa: they
 # are re-exported for callers, not used here); the public ones are listed in __all__
 from .corpus import (  # noqa: F401
@@ -73,9 +75,4 @@ __all__ = [
     "peak_memory",
 ]
 
-# The public names keep this package as their module, as when it was one file (the API
-# reference, pickles, ``obj.__module__``).
-for _name in __all__:
-    if (getattr(globals()[_name], "__module__", None) or "").startswith(f"{__name__}."):
-        globals()[_name].__module__ = __name__
-del _name
+own_public_names(globals(), __name__)

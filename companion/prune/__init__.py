@@ -33,6 +33,8 @@ re-exported here, so ``companion.prune.X`` is the one address to use.
 
 from __future__ import annotations
 
+from .._checks import own_public_names
+
 # every name of the former single module, private ones included (hence the noqa: they
 # are re-exported for callers, not used here); the public ones are listed in __all__
 from .l1 import (  # noqa: F401
@@ -99,9 +101,4 @@ __all__ = [
     "semi_structured_mask", "to_semi_structured_",
 ]
 
-# The public names keep this package as their module, as when it was one file (the API
-# reference, pickles, ``obj.__module__``); Target and Schedule are type aliases (left alone).
-for _name in [n for n in globals() if not n.startswith("_")]:
-    if (getattr(globals()[_name], "__module__", None) or "").startswith(f"{__name__}."):
-        globals()[_name].__module__ = __name__
-del _name
+own_public_names(globals(), __name__)

@@ -41,6 +41,8 @@ re-exported here, so ``companion.quant.X`` is the one address to use.
 
 from __future__ import annotations
 
+from .._checks import own_public_names
+
 # every name of the former single module, private ones included (hence the noqa: they
 # are re-exported for callers, not used here); the public ones are listed in __all__
 from .affine import (  # noqa: F401
@@ -119,9 +121,4 @@ __all__ = [
     "quantizable_layers",
 ]
 
-# The public names keep this package as their module, as when it was one file (the API
-# reference, pickles, ``obj.__module__``); fusion_groups is public but not in __all__.
-for _name in [n for n in globals() if not n.startswith("_")]:
-    if (getattr(globals()[_name], "__module__", None) or "").startswith(f"{__name__}."):
-        globals()[_name].__module__ = __name__
-del _name
+own_public_names(globals(), __name__)

@@ -15,6 +15,7 @@ The files follow that order: ``evaluation`` (logits and accuracy), ``loop``
 
 from __future__ import annotations
 
+from .._checks import own_public_names
 from .evaluation import (  # noqa: F401  (private names: the other modules use them)
     OutputFn,
     Predictor,
@@ -45,9 +46,4 @@ __all__ = ["set_seed", "default_device", "History", "NonFiniteLossError", "PRECI
            "resolve_precision", "fit", "evaluate", "predict_logits", "clone", "logits_of",
            "cached_training"]
 
-# The public names keep this package as their module, as when it was one file (the API
-# reference, pickles, ``obj.__module__``).
-for _name in [n for n in globals() if not n.startswith("_")]:
-    if (getattr(globals()[_name], "__module__", None) or "").startswith(f"{__name__}."):
-        globals()[_name].__module__ = __name__
-del _name
+own_public_names(globals(), __name__)
