@@ -44,7 +44,7 @@ def main() -> None:
     calib = torch.from_numpy(mnist.train.x[:512]).unsqueeze(1)
 
     onnx32 = infer.export_onnx(model, x_test[:64])
-    onnx8 = infer.quantize_onnx_int8(onnx32, calib)
+    onnx8 = infer.quantize_onnx_int8(onnx32, [calib])
     compiled = infer.compile_model(model, dynamic=True)
     t0 = time.perf_counter()
     with torch.inference_mode():

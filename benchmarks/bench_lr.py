@@ -67,7 +67,7 @@ def main() -> None:
                                 test_size=2_000, flatten=True)
     grid = {g: lr.seed_sweep(f"Adam lr={g:g}", models.LeNet300100, loaders.train, loaders.val,
                              seeds=SEEDS, epochs=EPOCHS, lr=g) for g in GRID}
-    grid_table = measure.Table([r.row() for r in grid.values()], title="grid search")
+    grid_table = measure.Table([r.as_row() for r in grid.values()], title="grid search")
     print(grid_table)
     grid_steps = sum(r.steps * len(r.seeds) for r in grid.values())
     best = max(GRID, key=lambda g: grid[g].final_acc[0])

@@ -46,32 +46,23 @@ def torch_rows(ds) -> list[dict]:
         compiled = infer.compile_model(model, dynamic=False)
         with torch.inference_mode():
             compiled(batch)                                     # compile outside the timing
-        variants = {"fp32 eager (as trained)": model, f"fp32 {fast.name}": fast.model,
-                    "fp32 torch.compile": compiled,
-                    "fp32 ONNX Runtime": infer.ort_runner(infer.ort_session(onnx, threads=THREADS),
-                                                          batch),
-                    "dynamic int8": quant.quantize_model(model, quant.DynamicInt8Config()),
-                    "static int8": quant.quantize_model(
-                        model, quant.StaticInt8Config(loaders.train, num_batches=20))}
-        timing = measure.compare_latency(variants, batch, baseline=f"fp32 {fast.name}",
-                                         rounds=RUNS, threads=THREADS)
-        fp32_bytes = measure.serialized_size(model).bytes
-        fp32_acc = 100 * train.evaluate(model, loaders.test)
-        for kind, m in variants.items():
-            lo, hi = timing.speedup_spread(kind)
-            if kind == "fp32 ONNX Runtime":
-                size, acc = len(onnx), fp32_acc          # the same function (tested elsewhere)
-            elif kind.startswith("fp32"):
-                size, acc = fp32_bytes, fp32_acc
-            else:
-                size, acc = measure.serialized_size(m).bytes, 100 * train.evaluate(m, loaders.test)
-            rows.append({"engine": "PyTorch" if "ONNX" not in kind else "ONNX Runtime",
-                         "model": name, "variant": kind, "bytes": size,
-                         "x smaller": round(fp32_bytes / size, 3), "acc %": round(acc, 2),
-                         "drop pts": round(fp32_acc - acc, 2),
-                         "median ms": round(timing.median_ms(kind), 3),
-                         "x faster than fastest plain fp32": round(timing.speedup(kind), 2),
-                         "ratio p10-p90": f"{lo:.2f}-{hi:.2f}"})
+        fp32_bytes = measure.serialized_size(model).bytes     # every fp32 row is this function
+        session = infer.ort_session(onnx, threads=THREADS)
+        variants = {
+            "fp32 eager (as trained)": model,
+            f"fp32 {fast.name}": measure.Variant(model=fast.model, size_bytes=fp32_bytes),
+            "fp32 torch.compile": measure.Variant(model=compiled, predict=model,
+                                                  size_bytes=fp32_bytes),
+            "fp32 ONNX Runtime": measure.Variant(
+                run=infer.ort_runner(session, batch), size_bytes=len(onnx),
+                predict=lambda b, s=session: infer.ort_predict(s, b)),
+            "dynamic int8": quant.quantize_model(model, quant.DynamicInt8Config()),
+            "static int8": quant.quantize_model(
+                model, quant.StaticInt8Config(num_batches=20), calibration=loaders.train)}
+        table = measure.compare(variants, batch, loaders.test, baseline=f"fp32 {fast.name}",
+                                rounds=RUNS, threads=THREADS, title=name)
+        rows += [{"engine": "ONNX Runtime" if "ONNX" in r["variant"] else "PyTorch",
+                  "model": name, **r} for r in table.rows]
     return rows
 
 
@@ -80,29 +71,29 @@ def qat_rows(ds) -> list[dict]:
     train.set_seed(0)
     model = models.LeNet300100()
     train.fit(model, loaders.train, epochs=EPOCHS, device="cpu", progress=False)
-    fp32 = 100 * train.evaluate(model, loaders.test)
+    fp32 = train.evaluate(model, loaders.test)
     plus1 = train.clone(model)                 # equal budget: the epoch QAT gets, in fp32
     train.set_seed(0)
     train.fit(plus1, loaders.train, epochs=1, lr=1e-4, device="cpu", progress=False)
-    fp32_plus1 = 100 * train.evaluate(plus1, loaders.test)
+    fp32_plus1 = train.evaluate(plus1, loaders.test)
     engine = "PyTorch (simulated 4-bit)"
     rows = [{"engine": engine, "model": "LeNet-300-100", "variant": f"fp32 ({EPOCHS} epochs)",
-             "acc %": round(fp32, 2)},
+             "accuracy": fp32},
             {"engine": engine, "model": "LeNet-300-100",
-             "variant": "fp32 + 1 epoch (equal budget to QAT)", "acc %": round(fp32_plus1, 2)}]
-    ptq = quant.quantize_model(model, quant.QATConfig(bits=4, momentum=1.0))
-    quant.calibrate_fake_quant_(ptq, loaders.train, num_batches=20)
+             "variant": "fp32 + 1 epoch (equal budget to QAT)", "accuracy": fp32_plus1}]
+    ptq = quant.quantize_model(model, quant.PTQConfig(bits=4, num_batches=20),
+                               calibration=loaders.train)
     qat = quant.quantize_model(model, quant.QATConfig(bits=4))
     train.set_seed(0)
     train.fit(qat, loaders.train, epochs=1, lr=1e-4, device="cpu", progress=False)
     for kind, m, ref in (("PTQ 4-bit", ptq, fp32), ("QAT 4-bit (1 epoch)", qat, fp32_plus1)):
-        acc = 100 * train.evaluate(m, loaders.test)
+        acc = train.evaluate(m, loaders.test)
         rows.append({"engine": engine, "model": "LeNet-300-100", "variant": kind,
-                     "acc %": round(acc, 2), "drop pts": round(ref - acc, 2),
-                     "drop against": "fp32" if ref is fp32 else "fp32 + 1 epoch"})
+                     "accuracy": acc, "acc drop (pts)": 100 * (ref - acc),
+                     "note": "drop against " + ("fp32" if ref is fp32 else "fp32 + 1 epoch")})
     quant.convert_qat_(qat)
     rows[-1]["bytes"] = measure.serialized_size(qat).bytes
-    rows[-1]["x smaller"] = round(measure.serialized_size(model).bytes / rows[-1]["bytes"], 3)
+    rows[-1]["size x"] = measure.serialized_size(model).bytes / rows[-1]["bytes"]
     return rows
 
 
@@ -145,19 +136,15 @@ def litert_rows(ds) -> list[dict]:
 def _litert_model_rows(core, name, model, x, xt, yt) -> list[dict]:
     blobs = {mode: core.convert_to_tflite(model, mode, representative_data=x)
              for mode in ("float", "dynamic", "int8")}
-    timing = measure.compare_latency(
-        {mode: core.tflite_callable(blob, xt[:BATCH], num_threads=THREADS)
-         for mode, blob in blobs.items()}, rounds=RUNS, threads=THREADS)
-    rows, base = [], None
-    for mode, blob in blobs.items():
-        acc = 100 * core.tflite_accuracy(blob, xt, yt)
-        base = base or (len(blob), acc)
-        rows.append({"engine": "LiteRT", "model": name, "variant": mode,
-                     "bytes": len(blob), "x smaller": round(base[0] / len(blob), 3),
-                     "acc %": round(acc, 2), "drop pts": round(base[1] - acc, 2),
-                     "median ms": round(timing.median_ms(mode), 3),
-                     "x faster than LiteRT float": round(timing.speedup(mode), 2)})
-    return rows
+    eval_data = [(torch.from_numpy(xt[i:i + 1000]), torch.from_numpy(yt[i:i + 1000]))
+                 for i in range(0, len(xt), 1000)]
+    table = measure.compare(
+        {mode: measure.Variant(run=core.tflite_callable(blob, xt[:BATCH], num_threads=THREADS),
+                               predict=lambda b, blob=blob: core.tflite_predict(blob, b.numpy()),
+                               size_bytes=len(blob))
+         for mode, blob in blobs.items()}, eval_data=eval_data, rounds=RUNS, threads=THREADS,
+        title=f"LiteRT, {name}", batch_size=BATCH)
+    return [{"engine": "LiteRT", "model": name, **r} for r in table.rows]
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ Each technique lives in its own module, imported on first use so that
 ``companion.data``            MNIST / Fashion-MNIST offline, loaders, toy data
 ``companion.models``          LeNet-300-100, LeNet-5, a small CNN
 ``companion.train``           seeding, device choice, ``fit`` with progress bars
+``companion.reference``       the book's trained reference models, cached
 ``companion.measure``         size, parameters, FLOPs, latency, accuracy
 ``companion.plot``            the figure helpers the chapters share
 ``companion.quant``           affine quantization, calibration, int8 models, QAT
@@ -42,6 +43,7 @@ _SUBMODULES = (
     "data",
     "models",
     "train",
+    "reference",
     "measure",
     "plot",
     "quant",

@@ -36,7 +36,6 @@ __all__ = [
     "Loaders",
     "load_mnist",
     "load_fashion_mnist",
-    "synthetic_images",
     "make_loaders",
     "keras_arrays",
     "default_cache_dir",
@@ -202,7 +201,7 @@ def load_fashion_mnist(root: str | os.PathLike = FASHION_MNIST_DIR,
     )
 
 
-def synthetic_images(n_train: int = 512, n_test: int = 256, num_classes: int = 10,
+def _synthetic_images(n_train: int = 512, n_test: int = 256, num_classes: int = 10,
                      seed: int = 0, noise: float = 0.3) -> ImageDataset:
     """A small MNIST-shaped dataset for unit tests: one noisy template per class.
 

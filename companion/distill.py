@@ -32,7 +32,7 @@ from .train import (
     fit,
 )
 
-__all__ = ["KDConfig", "Hint", "soft_targets", "kd_loss", "hint_loss", "cache_teacher_logits",
+__all__ = ["KDConfig", "Hint", "kd_loss", "hint_loss", "cache_teacher_logits",
            "distill"]
 
 
@@ -52,13 +52,6 @@ class KDConfig:
     def __post_init__(self) -> None:
         check_float(self.temperature, "temperature", min_value=0.0, min_inclusive=False)
         check_float(self.alpha, "alpha", min_value=0.0, max_value=1.0)
-
-
-def soft_targets(teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Teacher probabilities softened by ``temperature``: ``softmax(z / T)``."""
-    check_tensor(teacher_logits, "teacher_logits", floating=True)
-    t = check_float(temperature, "temperature", min_value=0.0, min_inclusive=False)
-    return F.softmax(teacher_logits / t, dim=-1)
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,

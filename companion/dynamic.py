@@ -29,7 +29,7 @@ from .train import fit
 
 __all__ = [
     "EarlyExitNet",
-    "ExitResult",
+    "ExitReport",
     "exit_macs",
     "joint_exit_loss",
     "fit_early_exit",
@@ -154,7 +154,7 @@ def exit_logits(model: EarlyExitNet, x: torch.Tensor, batch_size: int = 1000) ->
 
 
 @dataclass
-class ExitResult:
+class ExitReport:
     """Where inputs left the network at one threshold, and what it cost."""
 
     threshold: float
@@ -190,7 +190,7 @@ def early_exit_predict(logits: torch.Tensor, threshold: float) -> tuple[torch.Te
 
 
 def exit_curve(logits: torch.Tensor, y: torch.Tensor, macs: Sequence[int],
-               thresholds: Sequence[float]) -> list[ExitResult]:
+               thresholds: Sequence[float]) -> list[ExitReport]:
     """Accuracy and average MACs per image for each confidence threshold."""
     y = check_tensor(y, "y")
     if len(macs) != logits.shape[0]:
@@ -200,7 +200,7 @@ def exit_curve(logits: torch.Tensor, y: torch.Tensor, macs: Sequence[int],
     for t in thresholds:
         preds, idx = early_exit_predict(logits, t)
         fractions = torch.bincount(idx, minlength=len(macs)).float() / len(idx)
-        out.append(ExitResult(float(t), float((preds == y).float().mean()),
+        out.append(ExitReport(float(t), float((preds == y).float().mean()),
                               float(cost[idx].mean()), fractions.tolist()))
     return out
 

@@ -22,7 +22,7 @@ from ._checks import check_choice, check_float, check_module, check_tensor
 from .lm_quant import _linears
 from .train import clone
 
-__all__ = ["prune_scores", "prune_mask", "prune_lm", "sparsity_of"]
+__all__ = ["prune_scores", "prune_mask", "prune_lm"]
 
 
 def prune_scores(weight: torch.Tensor, input_norm: torch.Tensor | None = None) -> torch.Tensor:
@@ -120,7 +120,7 @@ def _input_norms(model: nn.Module, layers: list[nn.Module], calibration: list[to
     return {m: s.sqrt() for m, s in sums.items() if s is not None}
 
 
-def sparsity_of(model: nn.Module, filter_fn: Callable[[nn.Module, str], bool] | None = None
+def _sparsity_of(model: nn.Module, filter_fn: Callable[[nn.Module, str], bool] | None = None
                 ) -> float:
     """Fraction of exact zeros in the chosen linear weights."""
     layers = _linears(check_module(model, "model"), filter_fn)

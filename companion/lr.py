@@ -28,8 +28,8 @@ from torch import nn
 from ._checks import check_callable, check_choice, check_float, check_int, check_module
 from .train import History, NonFiniteLossError, clone, evaluate, fit, set_seed
 
-__all__ = ["RangeTestResult", "lr_range_test", "plot_range_test", "make_schedule",
-           "SweepResult", "seed_sweep", "TrainingCurve", "training_curve", "scaled_lr"]
+__all__ = ["RangeTestReport", "lr_range_test", "plot_range_test", "make_schedule",
+           "SweepReport", "seed_sweep", "TrainingCurve", "training_curve", "scaled_lr"]
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter], float], torch.optim.Optimizer]
 
@@ -47,7 +47,7 @@ def _check_optimizer(optimizer: Any) -> torch.optim.Optimizer:
 
 # --------------------------------------------------------------------------- range test
 @dataclass
-class RangeTestResult:
+class RangeTestReport:
     """What the range test saw.
 
     Attributes:
@@ -86,7 +86,7 @@ def lr_range_test(model: nn.Module, train_loader: Iterable, *, min_lr: float = 1
                   optimizer_fn: OptimizerFactory = _adam,
                   loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
                   smoothing: float = 0.9, diverge_factor: float = 4.0, divisor: float = 10.0,
-                  device: torch.device | str | None = None) -> RangeTestResult:
+                  device: torch.device | str | None = None) -> RangeTestReport:
     """Smith's learning-rate range test on a copy of ``model`` (``model`` is not changed).
 
     The LR grows geometrically from ``min_lr`` to ``max_lr`` over ``steps``
@@ -108,7 +108,7 @@ def lr_range_test(model: nn.Module, train_loader: Iterable, *, min_lr: float = 1
         device: default: the model's device.
 
     Returns:
-        A :class:`RangeTestResult`.
+        A :class:`RangeTestReport`.
 
     Raises:
         ValueError: ``min_lr >= max_lr``, ``train_loader`` yields no batch, or
@@ -129,7 +129,7 @@ def lr_range_test(model: nn.Module, train_loader: Iterable, *, min_lr: float = 1
     optimizer = optimizer_fn(net.parameters(), min_lr)
     gamma = (max_lr / min_lr) ** (1.0 / (steps - 1))
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma)
-    result, history = RangeTestResult(), History()
+    result, history = RangeTestReport(), History()
     avg, lr = 0.0, optimizer.param_groups[0]["lr"]
 
     def record(step: int) -> bool:
@@ -156,7 +156,7 @@ def lr_range_test(model: nn.Module, train_loader: Iterable, *, min_lr: float = 1
     return result
 
 
-def plot_range_test(result: RangeTestResult, *, ax: Axes | None = None) -> Axes:
+def plot_range_test(result: RangeTestReport, *, ax: Axes | None = None) -> Axes:
     """Smoothed loss against LR (log x), with the suggested LR marked."""
     from .plot import line_plot
 
@@ -230,7 +230,7 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 @dataclass
-class SweepResult:
+class SweepReport:
     """One training recipe run with several seeds."""
 
     label: str
@@ -262,7 +262,7 @@ class SweepResult:
         """Mean wall time of one run."""
         return statistics.fmean(h.seconds for h in self.histories)
 
-    def row(self) -> dict[str, Any]:
+    def as_row(self) -> dict[str, Any]:
         """A table row: final and best accuracy (mean ± std) and compute."""
         (fm, fs), (bm, bs) = self.final_acc, self.best_acc
         return {"recipe": self.label, "seeds": len(self.seeds),
@@ -274,7 +274,7 @@ def seed_sweep(label: str, make_model: Callable[[], nn.Module], train_loader: It
                val_loader: Iterable, *, seeds: Sequence[int] = (0, 1, 2), epochs: int = 3,
                lr: float = 1e-3, optimizer_fn: OptimizerFactory = _adam,
                schedule: Callable[[torch.optim.Optimizer, int], Any] | None = None,
-               device: torch.device | str | None = None) -> SweepResult:
+               device: torch.device | str | None = None) -> SweepReport:
     """Train a fresh model per seed and keep each run's :class:`~companion.train.History`.
 
     Args:
@@ -312,7 +312,7 @@ def seed_sweep(label: str, make_model: Callable[[], nn.Module], train_loader: It
         sched = schedule(opt, total) if schedule is not None else None
         histories.append(fit(model, train_loader, epochs=epochs, optimizer=opt, scheduler=sched,
                              val_loader=val_loader, device=device, progress=False))
-    return SweepResult(label, list(seeds), histories)
+    return SweepReport(label, list(seeds), histories)
 
 
 # --------------------------------------------------------------------------- speed

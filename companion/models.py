@@ -19,15 +19,9 @@ from collections import OrderedDict
 
 from torch import nn
 
-from ._checks import check_int, check_module
+from ._checks import check_int
 
-__all__ = ["LeNet300100", "LeNet5", "SmallCNN", "count_trainable"]
-
-
-def count_trainable(model: nn.Module) -> int:
-    """Number of trainable parameters (elements, not tensors); shared ones count once."""
-    check_module(model, "model")
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+__all__ = ["LeNet300100", "LeNet5", "SmallCNN"]
 
 
 class LeNet300100(nn.Sequential):

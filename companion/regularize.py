@@ -8,7 +8,7 @@ parameters are usually left out, which is what ``weights_only=True`` does
 :func:`penalized_loss` wraps a loss for :func:`companion.train.fit`;
 :func:`decay_param_groups` gives optimizer parameter groups that decay the
 same tensors (for ``torch.optim.AdamW``, whose decay is decoupled from the
-gradient); :func:`measure_gap` and :func:`generalization_gap` measure
+gradient); :func:`measure_gap` measures
 over-fitting (train minus held-out accuracy); :func:`corrupt_labels` makes
 over-fitting easy to provoke; :func:`near_zero_fraction` shows that L1 pushes
 weights *toward* zero but leaves few exact zeros; :func:`soft_threshold_` is
@@ -29,7 +29,7 @@ from ._checks import check_float, check_int, check_module
 from .train import evaluate
 
 __all__ = ["l1_penalty", "l2_penalty", "penalized_params", "penalized_loss",
-           "decay_param_groups", "GapReport", "measure_gap", "generalization_gap",
+           "decay_param_groups", "GapReport", "measure_gap",
            "corrupt_labels", "near_zero_fraction", "soft_threshold_"]
 
 
@@ -152,11 +152,6 @@ def measure_gap(model: nn.Module, train_loader: Iterable, test_loader: Iterable)
     """Accuracy (eval mode: dropout off) on ``train_loader`` and on ``test_loader``."""
     check_module(model, "model")
     return GapReport(evaluate(model, train_loader), evaluate(model, test_loader))
-
-
-def generalization_gap(model: nn.Module, train_loader: Iterable, val_loader: Iterable) -> float:
-    """Training accuracy minus validation accuracy (positive: the model over-fits)."""
-    return measure_gap(model, train_loader, val_loader).gap
 
 
 def corrupt_labels(labels: np.ndarray | torch.Tensor, fraction: float, num_classes: int = 10,

@@ -243,9 +243,8 @@ def _variants(model: nn.Module, x: torch.Tensor, calibration: Iterable | None,
             onnx_fp32["fp32"] = infer.export_onnx(
                 model if plain_tensor else _LogitsOnly(model, output_fn), x)
         if int8:
-            calib = torch.cat([b[0] for _, b in zip(range(8), calibration, strict=False)])
-            data = infer.quantize_onnx_int8(onnx_fp32["fp32"], calib)
-            note = f"ONNX Runtime static int8 (QDQ); {_calibrated_on(len(calib), x)}"
+            data = infer.quantize_onnx_int8(onnx_fp32["fp32"], calibration, num_batches=8)
+            note = f"ONNX Runtime static int8 (QDQ); {_calibrated_on(_count(calibration, 8), x)}"
         else:
             data = onnx_fp32["fp32"]
             note = "another engine (section 3.3)"

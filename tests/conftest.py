@@ -29,7 +29,7 @@ def _block_network():
 @pytest.fixture
 def tiny_data():
     from companion import data
-    return data.synthetic_images(n_train=256, n_test=128, seed=0)
+    return data._synthetic_images(n_train=256, n_test=128, seed=0)
 
 
 @pytest.fixture(autouse=True)

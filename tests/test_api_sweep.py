@@ -51,12 +51,13 @@ from companion import (
     prune,
     pt2e,
     quant,
+    reference,
     regularize,
     sparse,
     train,
 )
 
-_DS = data.synthetic_images(n_train=64, n_test=32, seed=0)
+_DS = data._synthetic_images(n_train=64, n_test=32, seed=0)
 _LOADERS = data.make_loaders(_DS, 16)
 _FLAT = data.make_loaders(_DS, 16, flatten=True)
 
@@ -135,6 +136,8 @@ CASES: list[Case] = [
                   "warmup": 1},
          bad={"rounds": [1], "warmup": [-1], "threads": [0], "baseline": ["c"]},
          no_auto=("variants", "example_input")),
+    Case("reference.reference_model", reference.reference_model,
+         lambda: {"name": "smallcnn-1ep"}, choices=("name",), run_valid=False),
     Case("measure.compare", measure.compare,
          lambda: {"variants": {"a": _mlp(), "b": _mlp()}, "example_input": _x(),
                   "eval_data": [(_x(), _y())], "rounds": 2, "warmup": 1},
@@ -176,7 +179,9 @@ CASES: list[Case] = [
          bad={"num_batches": [0]}),
     Case("quant.quantizable_layers", quant.quantizable_layers, lambda: {"model": _mlp()}),
     Case("quant.quantize_model", quant.quantize_model,
-         lambda: {"model": _mlp(), "config": quant.DynamicInt8Config()}, bad={"config": ["int8"]}),
+         lambda: {"model": _mlp(), "config": quant.DynamicInt8Config()},
+         bad={"config": ["int8"], "calibration": [[torch.ones(1, 784)]], "filter_fn": ["fc1"]},
+         no_auto=("calibration", "filter_fn")),
     # ---------------------------------------------------------------- pruning
     Case("prune.magnitude", prune.magnitude, lambda: {"weight": torch.randn(4, 4)}),
     Case("prune.taylor", prune.taylor,
@@ -214,9 +219,6 @@ CASES: list[Case] = [
     Case("sparse.decode", sparse.decode, lambda: {"data": sparse.encode(_mlp())},
          bad={"data": [b"not a companion file", "text"]}),
     # ---------------------------------------------------------------- training techniques
-    Case("distill.soft_targets", distill.soft_targets,
-         lambda: {"teacher_logits": torch.randn(4, 10), "temperature": 2.0},
-         bad={"temperature": [0.0, -1.0]}),
     Case("distill.kd_loss", distill.kd_loss,
          lambda: {"student_logits": torch.randn(4, 10), "teacher_logits": torch.randn(4, 10),
                   "labels": _y(), "temperature": 4.0, "alpha": 0.5},
@@ -252,8 +254,6 @@ CASES: list[Case] = [
          lambda: {"model": _mlp(), "threshold": 1e-3}, bad={"threshold": [-1.0]}),
     Case("regularize.soft_threshold_", regularize.soft_threshold_,
          lambda: {"model": _mlp(), "threshold": 1e-3}, bad={"threshold": [-1.0]}),
-    Case("regularize.generalization_gap", regularize.generalization_gap,
-         lambda: {"model": _mlp(), "train_loader": _LOADERS.train, "val_loader": _LOADERS.test}),
     Case("regularize.decay_param_groups", regularize.decay_param_groups,
          lambda: {"model": _mlp(), "weight_decay": 0.01}, bad={"weight_decay": [-1.0]}),
     Case("regularize.measure_gap", regularize.measure_gap,
@@ -395,7 +395,6 @@ CASES: list[Case] = [
     Case("lm_prune.prune_mask", lm_prune.prune_mask,
          lambda: {"scores": torch.rand(4, 8), "sparsity": 0.5},
          bad={"sparsity": [1.0, -0.5], "scores": [torch.rand(8)]}, choices=("pattern",)),
-    Case("lm_prune.sparsity_of", lm_prune.sparsity_of, lambda: {"model": _lm()}),
     Case("lm_tune.add_lora", lm_tune.add_lora, lambda: {"model": _lm(), "rank": 2},
          bad={"rank": [0, 1000], "alpha": [0.0]}),
     Case("lm_tune.merge_lora", lm_tune.merge_lora,
@@ -418,8 +417,6 @@ CASES: list[Case] = [
          run_valid=False),
     Case("data.make_loaders", data.make_loaders, lambda: {"dataset": _DS, "batch_size": 8},
          bad={"batch_size": [0], "dataset": ["mnist"], "train_size": [0, 10**9]}),
-    Case("data.synthetic_images", data.synthetic_images, lambda: {"n_train": 8, "n_test": 4},
-         bad={"n_train": [0], "num_classes": [1]}),
 ]
 
 # Public functions and classes the sweep does not call, and why. The guard
@@ -429,10 +426,11 @@ NOT_SWEPT: dict[str, str] = {
        for n in ("Split", "ImageDataset", "Loaders", "default_cache_dir", "load_mnist",
                  "load_fashion_mnist", "keras_arrays")},
     **{f"models.{n}": "model classes without options; sizes are tested in test_models_train.py"
-       for n in ("count_trainable", "LeNet300100", "LeNet5", "SmallCNN")},
+       for n in ("LeNet300100", "LeNet5", "SmallCNN")},
     "train.default_device": "takes a preference string; falls back to the CPU by design",
     "train.History": "a result dataclass",
     "train.NonFiniteLossError": "an exception; raised in test_models_train.py",
+    "prune.Schedule": "a protocol (ConstantSparsity and PolynomialDecay are swept)",
     "train.cached_training": "trains and writes a file; tested in test_models_train.py",
     "train.logits_of": "takes any model output (tensor, .logits, dict, tuple); tested in "
                        "test_models_train.py",
@@ -449,7 +447,8 @@ NOT_SWEPT: dict[str, str] = {
     **{f"quant.{n}": "a result, observer or layer class; tested in test_quant.py" for n in
        ("QTensor", "Observer", "MinMaxObserver", "MovingAverageMinMaxObserver",
         "PercentileObserver", "MSEObserver", "WeightOnlyConfig", "DynamicInt8Config",
-        "StaticInt8Config", "QATConfig", "QuantizedWeightLayer", "FakeQuantize", "QATLayer")},
+        "StaticInt8Config", "QATConfig", "PTQConfig", "QuantizedWeightLayer", "FakeQuantize",
+        "QATLayer")},
     **{f"quant.{n}": "takes a QTensor made by quantize(); tested in test_quant.py"
        for n in ("dequantize", "error_bound", "pack")},
     "quant.fusion_groups": "takes a Sequential; tested in test_quant.py",
@@ -458,7 +457,7 @@ NOT_SWEPT: dict[str, str] = {
     **{f"quant.{n}": "in-place QAT/PTQ steps; tested in test_quant.py" for n in
        ("prepare_qat_", "calibrate_fake_quant_", "convert_qat_", "quantize_model_")},
     **{f"prune.{n}": "in place by name; tested in test_prune.py" for n in
-       ("prune_", "threshold_prune_", "remove_", "iterative_prune_", "mask_channels_",
+       ("prune_", "threshold_prune_", "remove_", "iterative_prune_",
         "l1_prune_finetune_", "to_semi_structured_")},
     **{f"prune.{n}": "a schedule, callback or report class; tested in test_prune.py"
        for n in ("ConstantSparsity", "PruningCallback", "L1PruneReport")},
@@ -469,13 +468,13 @@ NOT_SWEPT: dict[str, str] = {
     "distill.hint_loss": "tested in test_distill.py",
     "distill.distill": "a training loop; its argument checks are tested in test_distill.py",
     **{f"lr.{n}": "a result class or a plot" for n in
-       ("RangeTestResult", "SweepResult", "TrainingCurve", "plot_range_test")},
+       ("RangeTestReport", "SweepReport", "TrainingCurve", "plot_range_test")},
     "lr.seed_sweep": "a multi-seed training loop; tested in test_lr.py",
     **{f"optim.{n}": "optimizer classes checked against torch.optim in test_optim.py"
        for n in ("GD", "Momentum", "RMSprop", "Adam", "AdamW")},
     "regularize.penalized_params": "a list of the model's own parameters",
     "regularize.GapReport": "a result dataclass",
-    **{f"infer.{n}": "a result class" for n in ("EngineRow", "Roofline", "Fp32Baseline")},
+    **{f"infer.{n}": "a result class" for n in ("EngineReport", "Roofline", "Fp32Baseline")},
     **{f"infer.{n}": "engine wrappers (compile, ONNX Runtime); tested in test_infer.py" for n in
        ("eager_runner", "compile_model", "ort_runner", "ort_predict", "quantize_onnx_int8",
         "accuracy_of", "measure_peak_flops", "measure_bandwidth")},
@@ -484,7 +483,7 @@ NOT_SWEPT: dict[str, str] = {
     **{f"amp.{n}": "a training step / GPU throughput; tested in test_amp.py"
        for n in ("amp_step", "throughput")},
     **{f"dynamic.{n}": "tested in test_dynamic.py" for n in
-       ("EarlyExitNet", "joint_exit_loss", "fit_early_exit", "ExitResult", "exit_curve",
+       ("EarlyExitNet", "joint_exit_loss", "fit_early_exit", "ExitReport", "exit_curve",
         "SkipMLP", "fit_dynamic")},
     **{f"parallel.{n}": "a result class or a forward helper; tested in test_parallel.py"
        for n in ("pipeline_forward", "PipelineSlot", "PipelineSchedule",
@@ -506,8 +505,8 @@ NOT_SWEPT: dict[str, str] = {
        ("ReportConfig", "optimization_report", "plot_report")},
 }
 
-_SWEPT_MODULES = ("data", "models", "train", "measure", "plot", "quant", "pt2e", "prune",
-                  "sparse",
+_SWEPT_MODULES = ("data", "models", "train", "reference", "measure", "plot", "quant", "pt2e",
+                  "prune", "sparse",
                   "architectures", "distill", "lr", "optim", "regularize", "infer", "amp",
                   "dynamic", "parallel", "lm", "lm_quant", "lm_prune", "lm_tune", "apps",
                   "report")

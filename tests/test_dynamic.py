@@ -11,7 +11,7 @@ from companion import data, dynamic
 @pytest.fixture(scope="module")
 def trained_exit_net():
     torch.manual_seed(0)
-    ds = data.synthetic_images(n_train=256, n_test=128, seed=0)
+    ds = data._synthetic_images(n_train=256, n_test=128, seed=0)
     loaders = data.make_loaders(ds, 32)
     net = dynamic.EarlyExitNet(c1=4, c2=8, c3=8, hidden=16)
     dynamic.fit_early_exit(net, loaders.train, epochs=2)

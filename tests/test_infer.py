@@ -28,8 +28,13 @@ def test_onnx_matches_eager_at_any_batch(mlp_onnx):
 def test_int8_is_smaller_and_close(mlp_onnx):
     model, onnx_bytes = mlp_onnx
     calib = torch.rand(64, 1, 28, 28)
-    q = infer.quantize_onnx_int8(onnx_bytes, calib)
+    q = infer.quantize_onnx_int8(onnx_bytes, [calib])
     assert len(q) < 0.5 * len(onnx_bytes)
+    # the same inputs as (inputs, labels) batches: the same calibration, the same file
+    batches = [(calib[:32], torch.zeros(32)), (calib[32:], torch.zeros(32)), (calib, None)]
+    assert infer.quantize_onnx_int8(onnx_bytes, batches, num_batches=2) == q
+    with pytest.raises(TypeError, match="wrap one tensor"):
+        infer.quantize_onnx_int8(onnx_bytes, calib)
     x = torch.rand(32, 1, 28, 28)
     ref = model(x).detach().numpy()
     got = infer.ort_predict(infer.ort_session(q), x)
@@ -180,7 +185,7 @@ def test_onnx_export_of_token_ids():
         np.testing.assert_allclose(infer.ort_runner(session, ids)(), ref, atol=1e-5)
         np.testing.assert_allclose(infer.ort_predict(session, ids.numpy().astype(np.int32)),
                                    ref, atol=1e-5)
-    q = infer.quantize_onnx_int8(data, torch.randint(0, 50, (64, 6)))
+    q = infer.quantize_onnx_int8(data, [torch.randint(0, 50, (64, 6))])
     assert infer.ort_predict(infer.ort_session(q), torch.randint(0, 50, (5, 6))).shape == (5, 3)
 
 

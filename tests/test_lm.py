@@ -184,8 +184,8 @@ def test_activation_absmax_has_one_value_per_input_channel():
 def test_prune_lm_unstructured_and_2_4(method):
     m = _model()
     p = lm_prune.prune_lm(m, sparsity=0.3, method=method, calibration=_calib())
-    assert lm_prune.sparsity_of(p, lambda _m, n: n != "head") == pytest.approx(0.3, abs=0.02)
-    assert lm_prune.sparsity_of(m) == 0.0
+    assert lm_prune._sparsity_of(p, lambda _m, n: n != "head") == pytest.approx(0.3, abs=0.02)
+    assert lm_prune._sparsity_of(m) == 0.0
     p24 = lm_prune.prune_lm(m, method=method, pattern="2:4", calibration=_calib())
     w = p24.blocks[0].mlp[0].weight.reshape(-1, 4)
     assert ((w != 0).sum(dim=1) == 2).all()

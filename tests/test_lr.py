@@ -105,7 +105,7 @@ def test_seed_sweep_reports_mean_std_and_compute(tiny_data):
     mean, std = res.final_acc
     assert 0 <= mean <= 1 and std >= 0
     assert res.best_acc[0] >= mean
-    row = res.row()
+    row = res.as_row()
     assert row["steps"] == res.steps and "±" in row["final acc"]
     with pytest.raises(ValueError, match="seeds"):
         lr.seed_sweep("x", models.LeNet300100, loaders.train, loaders.val, seeds=(0,))

@@ -135,7 +135,7 @@ def test_quantized_models_keep_their_macs(kind):
     if kind == "dynamic":
         q = quant.quantize_model(m, quant.DynamicInt8Config())
     elif kind == "static":
-        q = quant.quantize_model(m, quant.StaticInt8Config(calibration=calib))
+        q = quant.quantize_model(m, quant.StaticInt8Config(), calibration=calib)
     elif kind == "weight_only":
         q = quant.quantize_model(m, quant.WeightOnlyConfig(bits=4))
     else:
@@ -410,3 +410,21 @@ def test_compare_one_table_for_modules_and_variants():
         measure.compare({"a": small, "b": measure.Variant()}, x, baseline="b")
     with pytest.raises(TypeError, match="variants\\['a'\\]"):
         measure.compare({"a": 3}, x)
+
+
+def test_compare_variant_model_overrides_and_timing_reuse():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    variants = {"fp32": model,
+                "same, other file": measure.Variant(model=model, size_bytes=10, note="n")}
+    timing = measure.compare_latency({"fp32": model, "same, other file": model}, x, rounds=2)
+    table = measure.compare(variants, x, [(x, y)], timing=timing)
+    rows = {r["variant"]: r for r in table.rows}
+    assert rows["same, other file"]["bytes"] == 10 and rows["same, other file"]["note"] == "n"
+    assert rows["same, other file"]["latency ms"] == timing.median_ms("same, other file")
+    assert rows["same, other file"]["nonzero params"] == rows["fp32"]["nonzero params"]
+    with pytest.raises(ValueError, match="timing"):
+        measure.compare({"a": model}, x, timing=timing)
+    with pytest.raises(TypeError, match="model"):
+        measure.compare({"a": measure.Variant(model="m")}, x)

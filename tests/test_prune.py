@@ -154,8 +154,13 @@ def test_bad_importance_scope_and_param():
         prune.prune(m, 0.5, importance="random")
     with pytest.raises(ValueError, match="scope"):
         prune.prune(m, 0.5, scope="layerwise")
-    with pytest.raises(ValueError, match="no parameter named 'kernel'"):
-        prune.prune_(m, 0.5, params=[(m.fc1, "kernel")])
+    with pytest.raises(ValueError, match="has a parameter named 'kernel'"):
+        prune.prunable(m, "kernel")
+    with pytest.raises(ValueError, match="filter_fn: nothing to prune"):
+        prune.prune_(m, 0.5, filter_fn=lambda module, fqn: False)
+    only_fc1 = prune.prune(m, 0.5, filter_fn=lambda module, fqn: fqn == "fc1")
+    assert prune.is_pruned(only_fc1) and not hasattr(only_fc1.fc2, "weight_mask")
+    assert prune.sparsity(only_fc1, filter_fn=lambda module, fqn: fqn == "fc1") == 0.5
     with pytest.raises(TypeError, match="model"):
         prune.prune_("not a model", 0.5)
 
@@ -227,7 +232,7 @@ def test_structured_equals_masked(factory):
     before = copy.deepcopy(m)
     plan = prune.select_channels(m, 0.5)
     small = prune.prune_channels(m, plan).eval()
-    masked = prune.mask_channels_(copy.deepcopy(m), plan).eval()
+    masked = prune._mask_channels_(copy.deepcopy(m), plan).eval()
     x = torch.randn(8, 1, 28, 28)
     torch.testing.assert_close(small(x), masked(x), rtol=1e-5, atol=1e-5)
     assert _same(m, before)
@@ -299,7 +304,7 @@ def test_graph_structured_equals_masked(factory):
     x = torch.randn(4, 3, 32, 32)
     plan = prune.select_channels(m, 0.5, example_input=x)
     small = prune.prune_channels(m, plan, example_input=x)
-    masked = prune.mask_channels_(copy.deepcopy(m), plan, example_input=x)
+    masked = prune._mask_channels_(copy.deepcopy(m), plan, example_input=x)
     torch.testing.assert_close(small(x), masked(x), rtol=1e-5, atol=1e-5)
     assert _same(m, before)
     assert type(small) is type(m) and not small.training
@@ -330,7 +335,7 @@ def test_mask_through_sigmoid_equals_pruned():
     plan = {"0": torch.tensor([0, 2, 5])}
     x = torch.randn(5, 4)
     small = prune.prune_channels(m, plan)
-    masked = prune.mask_channels_(copy.deepcopy(m), plan)
+    masked = prune._mask_channels_(copy.deepcopy(m), plan)
     torch.testing.assert_close(small(x), masked(x))   # sigmoid(0) = 0.5 reaches no one
 
 
@@ -342,7 +347,7 @@ def test_bad_channel_plans(keep, match):
     with pytest.raises(ValueError, match=match):
         prune.prune_channels(m, {"conv1": keep})
     with pytest.raises(ValueError, match=match):
-        prune.mask_channels_(m, {"conv1": keep})
+        prune._mask_channels_(m, {"conv1": keep})
     with pytest.raises(ValueError, match="empty"):
         prune.prune_channels(m, {})
     with pytest.raises(ValueError, match="not a Linear or Conv"):

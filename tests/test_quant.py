@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 
@@ -199,7 +200,7 @@ def test_calibrate_observes_layers_without_changing_model():
 @pytest.fixture(scope="module")
 def trained():
     from companion import data
-    ds = data.synthetic_images(n_train=512, n_test=256, seed=0)
+    ds = data._synthetic_images(n_train=512, n_test=256, seed=0)
     loaders = data.make_loaders(ds, batch_size=64)
     train.set_seed(0)
     model = models.SmallCNN(c1=8, c2=16, hidden=32)
@@ -212,18 +213,19 @@ def _same_state(a: nn.Module, b: dict) -> bool:
         set(a.state_dict()) == set(b)
 
 
-@pytest.mark.parametrize("make_config", [
-    lambda loaders: quant.WeightOnlyConfig(8),
-    lambda loaders: quant.WeightOnlyConfig(4),
-    lambda loaders: quant.DynamicInt8Config(),
-    lambda loaders: quant.StaticInt8Config(loaders.train, num_batches=2),
-    lambda loaders: quant.StaticInt8Config(loaders.train, observer="percentile", num_batches=2),
+@pytest.mark.parametrize("config,calibrated", [
+    (quant.WeightOnlyConfig(8), False),
+    (quant.WeightOnlyConfig(4), False),
+    (quant.DynamicInt8Config(), False),
+    (quant.StaticInt8Config(num_batches=2), True),
+    (quant.StaticInt8Config(observer="percentile", num_batches=2), True),
 ])
-def test_quantize_model_accuracy_size_and_caller_unchanged(trained, make_config):
+def test_quantize_model_accuracy_size_and_caller_unchanged(trained, config, calibrated):
     model, loaders = trained
     before = {k: v.clone() for k, v in model.state_dict().items()}
     structure = str(model)
-    qmodel = quant.quantize_model(model, make_config(loaders))
+    qmodel = quant.quantize_model(model, config,
+                                  calibration=loaders.train if calibrated else None)
     assert _same_state(model, before) and str(model) == structure
     fp32 = train.evaluate(model, loaders.test)
     acc = train.evaluate(qmodel, loaders.test)
@@ -233,7 +235,8 @@ def test_quantize_model_accuracy_size_and_caller_unchanged(trained, make_config)
 
 def test_static_int8_uses_int8_kernels(trained):
     model, loaders = trained
-    qmodel = quant.quantize_model(model, quant.StaticInt8Config(loaders.train, num_batches=2))
+    qmodel = quant.quantize_model(model, quant.StaticInt8Config(num_batches=2),
+                                  calibration=loaders.train)
     kinds = {m._get_name() for m in qmodel.modules()}
     assert "QuantizedConvReLU2d" in kinds and "QuantizedLinearReLU" in kinds
     ratio = measure.serialized_size(model).bytes / measure.serialized_size(qmodel).bytes
@@ -259,10 +262,34 @@ def test_model_bad_input():
     with pytest.raises(ValueError, match="bits"):
         quant.WeightOnlyConfig(bits=9)
     with pytest.raises(ValueError, match="observer"):
-        quant.StaticInt8Config([], observer="median")
+        quant.StaticInt8Config(observer="median")
     with pytest.raises(TypeError, match="Sequential"):
         quant.quantize_model(nn.ModuleDict({"a": nn.Linear(2, 2)}),
-                             quant.StaticInt8Config([torch.ones(1, 2)], num_batches=1))
+                             quant.StaticInt8Config(num_batches=1),
+                             calibration=[torch.ones(1, 2)])
+    with pytest.raises(ValueError, match="calibration: WeightOnlyConfig does not use"):
+        quant.quantize_model(models.LeNet300100(), quant.WeightOnlyConfig(),
+                             calibration=[torch.ones(1, 784)])
+    with pytest.raises(ValueError, match="filter_fn"):
+        quant.quantize_model(_static_net(), quant.StaticInt8Config(),
+                             calibration=[torch.rand(4, 1, 6, 6)], filter_fn=lambda m, n: True)
+    with pytest.raises(ValueError, match="that filter_fn selects"):
+        quant.quantize_model(models.LeNet300100(), quant.WeightOnlyConfig(),
+                             filter_fn=lambda m, n: False)
+    with pytest.raises(TypeError, match="filter_fn"):
+        quant.quantize_model(models.LeNet300100(), quant.WeightOnlyConfig(), filter_fn="fc1")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        quant.WeightOnlyConfig().bits = 4                       # configs are frozen
+
+
+@pytest.mark.parametrize("config", [quant.WeightOnlyConfig(8), quant.DynamicInt8Config(),
+                                    quant.QATConfig(8), quant.PTQConfig(8, num_batches=1)])
+def test_filter_fn_chooses_layers(config):
+    model = models.LeNet300100()
+    calibration = [torch.rand(4, 784)] if isinstance(config, quant.PTQConfig) else None
+    q = quant.quantize_model(model, config, calibration=calibration,
+                             filter_fn=lambda module, fqn: fqn != "fc3")
+    assert type(q.fc3) is nn.Linear and type(q.fc1) is not nn.Linear
 
 
 # --------------------------------------------------------------------------- QAT
@@ -303,10 +330,17 @@ def test_qat_prepare_train_convert(trained, bits):
 
 def test_calibrate_fake_quant_is_ptq_without_training(trained):
     model, loaders = trained
+    batches = [b for _, b in zip(range(2), loaders.train, strict=False)]  # fixed, not reshuffled
     ptq = quant.quantize_model(model, quant.QATConfig(bits=8, momentum=1.0))
     weights = {k: v.clone() for k, v in ptq.state_dict().items() if "layer" in k}
-    quant.calibrate_fake_quant_(ptq, loaders.train, num_batches=2)
+    quant.calibrate_fake_quant_(ptq, batches, num_batches=2)
     assert all(torch.equal(weights[k], ptq.state_dict()[k]) for k in weights)
+    # PTQConfig is the same two steps in one call
+    same = quant.quantize_model(model, quant.PTQConfig(bits=8, num_batches=2),
+                                calibration=batches)
+    assert all(torch.equal(v, same.state_dict()[k]) for k, v in ptq.state_dict().items())
+    with pytest.raises(ValueError, match="calibration: PTQConfig needs"):
+        quant.quantize_model(model, quant.PTQConfig())
     assert train.evaluate(ptq, loaders.test) >= train.evaluate(model, loaders.test) - 0.05
     with pytest.raises(ValueError, match="prepare_qat_"):
         quant.calibrate_fake_quant_(train.clone(model), loaders.train)
@@ -416,13 +450,13 @@ def _snapshot(model: nn.Module):
 
 
 @pytest.mark.parametrize("calibration,exc,match", [
-    (None, TypeError, "calibration"),
+    (None, ValueError, "calibration: StaticInt8Config needs"),
     ([], ValueError, "calibration"),
     (torch.ones(2, 1, 6, 6), TypeError, "calibration"),
 ])
-def test_static_config_validates_calibration_up_front(calibration, exc, match):
+def test_static_calibration_validated_up_front(calibration, exc, match):
     with pytest.raises(exc, match=match):
-        quant.StaticInt8Config(calibration)
+        quant.quantize_model(_static_net(), quant.StaticInt8Config(), calibration=calibration)
 
 
 @pytest.mark.parametrize("calibration,exc", [
@@ -434,12 +468,14 @@ def test_quantize_model_in_place_is_atomic(calibration, exc):
     model = _static_net().train()
     before = _snapshot(model)
     with pytest.raises(exc):
-        quant.quantize_model_(model, quant.StaticInt8Config(calibration(), num_batches=2))
+        quant.quantize_model_(model, quant.StaticInt8Config(num_batches=2),
+                              calibration=calibration())
     after = _snapshot(model)
     assert after[0] == before[0] and after[2] == before[2]
     assert all(torch.equal(before[1][k], v) for k, v in after[1].items())
     # and a good calibration converts the very same object
-    out = quant.quantize_model_(model, quant.StaticInt8Config([torch.rand(4, 1, 6, 6)]))
+    out = quant.quantize_model_(model, quant.StaticInt8Config(),
+                                calibration=[torch.rand(4, 1, 6, 6)])
     assert out is model and "Quantized" in str(model) and model.training
 
 

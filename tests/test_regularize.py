@@ -50,7 +50,7 @@ def test_near_zero_fraction_and_gap(tiny_data):
     loaders = data.make_loaders(tiny_data, 32, flatten=True)
     model = models.LeNet300100(16, 8)
     train.fit(model, loaders.train, epochs=1, progress=False, device="cpu")
-    gap = regularize.generalization_gap(model, loaders.train, loaders.val)
+    gap = regularize.measure_gap(model, loaders.train, loaders.val).gap
     assert -1 <= gap <= 1
 
 

@@ -10,7 +10,7 @@ from companion import cli, data, models, report, train
 @pytest.fixture(scope="module")
 def trained_cnn():
     train.set_seed(0)
-    ds = data.synthetic_images(n_train=256, n_test=128, seed=1)
+    ds = data._synthetic_images(n_train=256, n_test=128, seed=1)
     loaders = data.make_loaders(ds, batch_size=32)
     model = models.SmallCNN(c1=4, c2=8, hidden=16)
     train.fit(model, loaders.train, epochs=2, progress=False, device="cpu")

@@ -25,7 +25,7 @@ from .._checks import own_public_names
 # are re-exported for callers, not used here); the public ones are listed in __all__
 from .engines import (  # noqa: F401
     _INT_DTYPES,
-    EngineRow,
+    EngineReport,
     Fp32Baseline,
     _check_input,
     _copy,
@@ -64,7 +64,7 @@ __all__ = [
     "fastest_fp32",
     "is_exported",
     "eval_copy",
-    "EngineRow",
+    "EngineReport",
     "Roofline",
     "eager_runner",
     "compile_model",

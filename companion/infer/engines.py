@@ -142,7 +142,7 @@ def eval_copy(model: nn.Module) -> nn.Module:
 
 # --------------------------------------------------------------------------- rows
 @dataclass
-class EngineRow:
+class EngineReport:
     """One engine in one setting: latency (ms), artifact size (bytes), accuracy."""
 
     engine: str
@@ -227,8 +227,8 @@ def compile_model(model: nn.Module, *, dynamic: bool = True,
 
 def engine_row(engine: str, runner: Callable[[], Any], *, batch: int, threads: int,
                size_bytes: int, accuracy: float, warmup: int = 5, repeats: int = 30,
-               device: str = "cpu") -> EngineRow:
-    """Time ``runner`` (median of ``repeats`` after ``warmup``) and build an :class:`EngineRow`.
+               device: str = "cpu") -> EngineReport:
+    """Time ``runner`` (median of ``repeats`` after ``warmup``) and build an :class:`EngineReport`.
 
     ``threads`` is both set for PyTorch during the measurement and recorded;
     engines with their own thread pools (ONNX Runtime, LiteRT) must have been
@@ -243,5 +243,5 @@ def engine_row(engine: str, runner: Callable[[], Any], *, batch: int, threads: i
     size_bytes = check_int(size_bytes, "size_bytes", min_value=0)
     accuracy = check_float(accuracy, "accuracy", min_value=0.0, max_value=1.0)
     rep = measure_latency(runner, warmup=warmup, repeats=repeats, threads=threads, device=device)
-    return EngineRow(engine, batch, threads, rep.median_ms, rep.p10_ms, rep.p90_ms,
+    return EngineReport(engine, batch, threads, rep.median_ms, rep.p10_ms, rep.p90_ms,
                      size_bytes, accuracy, str(rep.device))

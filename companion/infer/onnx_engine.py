@@ -8,7 +8,7 @@ import contextlib
 import logging
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -141,8 +141,9 @@ class _ArrayReader:
         pass
 
 
-def quantize_onnx_int8(onnx_bytes: bytes, calibration: torch.Tensor | np.ndarray, *,
-                       batch_size: int = 32, per_channel: bool = True) -> bytes:
+def quantize_onnx_int8(onnx_bytes: bytes, calibration: Iterable, *,
+                       num_batches: int | None = None, batch_size: int = 32,
+                       per_channel: bool = True) -> bytes:
     """Static int8 quantization of an ONNX model with ONNX Runtime's tools.
 
     Weights become int8 (per output channel by default), activations are
@@ -151,9 +152,13 @@ def quantize_onnx_int8(onnx_bytes: bytes, calibration: torch.Tensor | np.ndarray
 
     Args:
         onnx_bytes: a float32 model from :func:`export_onnx`.
-        calibration: a few hundred representative inputs (cast to the dtype
-            of the model's input: float32 images, int64 token ids, ...).
-        batch_size: calibration batch size.
+        calibration: batches of ``(inputs, labels)`` or of inputs, as
+            everywhere in the library (a DataLoader, or ``[x]`` for one tensor
+            ``x`` of a few hundred representative inputs); the inputs are cast
+            to the dtype of the model's input (float32 images, int64 token ids).
+        num_batches: use the first this many batches (default: all).
+        batch_size: the batch size ONNX Runtime calibrates at (the inputs are
+            re-batched; a last, short batch is dropped).
         per_channel: one weight scale per output channel.
 
     Returns:
@@ -165,10 +170,22 @@ def quantize_onnx_int8(onnx_bytes: bytes, calibration: torch.Tensor | np.ndarray
 
     if not isinstance(onnx_bytes, (bytes, bytearray)):
         raise TypeError(f"onnx_bytes must be bytes, got {type(onnx_bytes).__name__}")
-    arr = calibration.detach().cpu().numpy() if isinstance(calibration, torch.Tensor) \
-        else np.asarray(calibration)
-    if arr.ndim < 2 or len(arr) == 0:
-        raise ValueError("calibration must be a non-empty batch of inputs")
+    if isinstance(calibration, (torch.Tensor, np.ndarray, str, bytes)) or not isinstance(
+            calibration, Iterable):
+        raise TypeError("calibration must be an iterable of batches (a DataLoader, or a list of "
+                        "(inputs, labels) or input tensors; wrap one tensor x as [x]), got "
+                        f"{type(calibration).__name__}")
+    if num_batches is not None:
+        num_batches = check_int(num_batches, "num_batches", min_value=1)
+    inputs = []
+    for i, batch in enumerate(calibration):
+        if num_batches is not None and i >= num_batches:
+            break
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        inputs.append(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x))
+    if not inputs or inputs[0].ndim < 2:
+        raise ValueError("calibration must yield at least one batch of inputs")
+    arr = np.concatenate(inputs)
     batch_size = check_int(batch_size, "batch_size", min_value=1)
     with tempfile.TemporaryDirectory() as tmp, _quiet_onnx():
         src, pre, dst = (Path(tmp) / n for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))

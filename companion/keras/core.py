@@ -25,6 +25,7 @@ from collections.abc import Iterable
 import keras
 import numpy as np
 import tensorflow as tf
+import torch
 
 from .._checks import check_choice, check_int
 
@@ -186,10 +187,14 @@ def tflite_predict(tflite_bytes: bytes, x: np.ndarray, batch_size: int = 256) ->
 
 
 def tflite_accuracy(tflite_bytes: bytes, x: np.ndarray, y: np.ndarray) -> float:
-    """Top-1 accuracy in [0, 1] of a ``.tflite`` classifier on ``(x, y)``."""
+    """Top-1 accuracy in [0, 1] of a ``.tflite`` classifier on ``(x, y)``: the
+    library's one accuracy, :func:`companion.train.evaluate`, of its predictions."""
+    from ..train import evaluate
+
     if len(x) != len(y):
         raise ValueError(f"x and y differ in length: {len(x)} vs {len(y)}")
-    return float((tflite_predict(tflite_bytes, x).argmax(1) == np.asarray(y)).mean())
+    batch = (torch.from_numpy(np.array(x)), torch.from_numpy(np.array(y)))   # copies: writable
+    return evaluate(lambda b: tflite_predict(tflite_bytes, b.numpy()), [batch])
 
 
 def tflite_callable(tflite_bytes: bytes, x: np.ndarray, num_threads: int = 1):

@@ -41,7 +41,14 @@ import numpy as np
 import torch
 
 from ..measure import Table
-from ..prune import ConstantSparsity, PolynomialDecay, check_sparsity, mask_from_scores
+from ..prune import (
+    ConstantSparsity,
+    PolynomialDecay,
+    Schedule,
+    _check_schedule,
+    check_sparsity,
+    mask_from_scores,
+)
 
 __all__ = ["PRUNABLE", "ConstantSparsity", "PolynomialDecay", "prunable_layers",
            "MagnitudePruning", "LayerSparsity", "SparsityReport", "kernel_sparsity",
@@ -53,9 +60,6 @@ PRUNABLE: tuple[type, ...] = (
     keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
     keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose,
 )
-
-Schedule = ConstantSparsity | PolynomialDecay
-
 
 # --------------------------------------------------------------------------- layers
 def _check_model(model: Any) -> keras.Model:
@@ -182,10 +186,7 @@ class MagnitudePruning(keras.callbacks.Callback):
 
     def __init__(self, schedule: Schedule, layers: Sequence[str] | None = None) -> None:
         super().__init__()
-        if not isinstance(schedule, (ConstantSparsity, PolynomialDecay)):
-            raise TypeError(f"schedule must be ConstantSparsity or PolynomialDecay, "
-                            f"got {type(schedule).__name__}")
-        self.schedule = schedule
+        self.schedule = _check_schedule(schedule)
         self.layer_names = _check_names(layers)
         self.step = 0
         self.log: list[tuple[int, float]] = []

@@ -46,6 +46,7 @@ from .schedules import (  # noqa: F401
     PolynomialDecay,
     PruningCallback,
     Schedule,
+    _check_schedule,
     iterative_prune_,
 )
 from .semi_structured import (  # noqa: F401
@@ -60,10 +61,10 @@ from .structured import (  # noqa: F401
     _check_sequential,
     _default_layers,
     _input_index,
+    _mask_channels_,
     _plan_for_graph,
     _slice_layer,
     _slice_norm,
-    mask_channels_,
     prune_channels,
     select_channels,
 )
@@ -95,8 +96,8 @@ __all__ = [
     "magnitude", "taylor", "channel_l1", "IMPORTANCE", "get_importance",
     "prunable", "check_sparsity", "mask_from_scores", "prune_", "prune", "threshold_prune_",
     "remove_", "remove", "is_pruned", "sparsity", "effective_state_dict",
-    "ConstantSparsity", "PolynomialDecay", "PruningCallback", "iterative_prune_",
-    "select_channels", "mask_channels_", "prune_channels",
+    "Schedule", "ConstantSparsity", "PolynomialDecay", "PruningCallback", "iterative_prune_",
+    "select_channels", "prune_channels",
     "L1PruneReport", "l1_prune_finetune_",
     "semi_structured_mask", "to_semi_structured_",
 ]

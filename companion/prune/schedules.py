@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -72,7 +73,26 @@ class PolynomialDecay:
                            or step == self.end_step)
 
 
-Schedule = ConstantSparsity | PolynomialDecay
+@runtime_checkable
+class Schedule(Protocol):
+    """What a pruning schedule is (TF-MOT's ``PruningSchedule``): any object with
+    these two methods, :class:`ConstantSparsity` and :class:`PolynomialDecay` or
+    your own."""
+
+    def __call__(self, step: int) -> float:
+        """The target sparsity at optimizer step ``step``."""
+
+    def should_prune(self, step: int) -> bool:
+        """Whether to prune at ``step``."""
+
+
+def _check_schedule(schedule: object) -> Schedule:
+    """``schedule`` if it is a :class:`Schedule`, else a ``TypeError`` naming the argument."""
+    if not isinstance(schedule, Schedule):
+        raise TypeError("schedule must be a Schedule (ConstantSparsity, PolynomialDecay, or an "
+                        "object with __call__(step) -> sparsity and should_prune(step)), got "
+                        f"{type(schedule).__name__}")
+    return schedule
 
 
 class PruningCallback:
@@ -87,9 +107,7 @@ class PruningCallback:
                  importance: str | Callable[..., torch.Tensor] = "magnitude",
                  scope: str = "local") -> None:
         self.model = check_module(model, "model")
-        if not isinstance(schedule, (ConstantSparsity, PolynomialDecay)):
-            raise TypeError(f"schedule must be ConstantSparsity or PolynomialDecay, "
-                            f"got {type(schedule).__name__}")
+        _check_schedule(schedule)
         get_importance(importance)  # validates now, not at the first pruning step
         self.importance = importance
         self.scope = check_choice(scope, "scope", ("local", "global"))

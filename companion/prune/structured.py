@@ -132,7 +132,7 @@ def _input_index(keep: torch.Tensor, producer: nn.Module, consumer: nn.Module,
 
 
 @torch.no_grad()
-def mask_channels_(model: nn.Module, plan: dict[str, torch.Tensor], *,
+def _mask_channels_(model: nn.Module, plan: dict[str, torch.Tensor], *,
                    example_input: Any = None) -> nn.Module:
     """Zero the dropped channels in place: a *simulation* of :func:`prune_channels`.
 

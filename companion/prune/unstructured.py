@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 from torch.nn.utils import prune as tprune
 
-from .._checks import check_choice, check_float, check_module, check_tensor
+from .._checks import check_callable, check_choice, check_float, check_module, check_tensor
 from ..train import clone
 
 Target = tuple[nn.Module, str]
@@ -69,13 +69,17 @@ def check_sparsity(value: float, name: str = "sparsity") -> float:
     return check_float(value, name, min_value=0.0, max_value=1.0, max_inclusive=False)
 
 
-def prunable(model: nn.Module, name: str = "weight") -> list[Target]:
-    """``(module, name)`` for every Linear and Conv layer: the usual pruning targets."""
+def prunable(model: nn.Module, name: str = "weight", *,
+             filter_fn: Callable[[nn.Module, str], bool] | None = None) -> list[Target]:
+    """``(module, name)`` for every Linear and Conv layer that ``filter_fn(module, fqn)``
+    selects (default: all): the usual pruning targets."""
     check_module(model, "model")
     if not isinstance(name, str):
         raise TypeError(f"name must be a str, got {type(name).__name__}")
-    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d,
-                                                           nn.Conv3d))]
+    check_callable(filter_fn, "filter_fn", optional=True)
+    layers = [m for fqn, m in model.named_modules()
+              if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))
+              and (filter_fn is None or filter_fn(m, fqn))]
     targets = [(m, name) for m in layers
                if isinstance(getattr(m, name, None), torch.Tensor) or hasattr(m, name + "_orig")]
     if layers and not targets:
@@ -139,7 +143,8 @@ def _scores(targets: Sequence[Target],
 
 
 @torch.no_grad()
-def prune_(model: nn.Module, sparsity: float, *, params: Iterable[Target] | None = None,
+def prune_(model: nn.Module, sparsity: float, *,
+           filter_fn: Callable[[nn.Module, str], bool] | None = None,
            importance: str | Callable[..., torch.Tensor] = "magnitude",
            scope: str = "local") -> nn.Module:
     """Mask the least important weights of ``model`` in place.
@@ -148,7 +153,8 @@ def prune_(model: nn.Module, sparsity: float, *, params: Iterable[Target] | None
         model: pruned in place (``torch.nn.utils.prune`` reparametrization).
         sparsity: fraction of weights set to zero, in [0, 1). A layer that
             is already pruned is re-masked to this sparsity, keeping its zeros.
-        params: ``(module, name)`` pairs; default: every Linear/Conv ``weight``.
+        filter_fn: ``filter_fn(module, fqn) -> bool`` chooses the Linear/Conv
+            layers whose ``weight`` is pruned (as in torchao); default: all.
         importance: ``"magnitude"``, ``"taylor"`` (needs ``.grad``) or a callable
             ``f(weight, grad) -> scores`` of the weight's shape.
         scope: ``"local"``: each tensor reaches ``sparsity``; ``"global"``: one
@@ -159,15 +165,15 @@ def prune_(model: nn.Module, sparsity: float, *, params: Iterable[Target] | None
 
     Raises:
         ValueError: sparsity outside [0, 1), unknown importance or scope, a
-            module without the named parameter, an empty ``params``.
+            ``filter_fn`` that selects no layer.
     """
     check_module(model, "model")
     sparsity = check_sparsity(sparsity)
     check_choice(scope, "scope", ("local", "global"))
     fn = get_importance(importance)
-    targets = list(params) if params is not None else prunable(model)
+    targets = prunable(model, filter_fn=filter_fn)
     if not targets:
-        raise ValueError("params: nothing to prune")
+        raise ValueError("filter_fn: nothing to prune (no Linear/Conv layer selected)")
     scores = _scores(targets, fn)
     if scope == "global":
         flat = mask_from_scores(torch.cat([s.flatten().cpu() for s in scores]), sparsity)
@@ -181,12 +187,7 @@ def prune_(model: nn.Module, sparsity: float, *, params: Iterable[Target] | None
 
 
 def prune(model: nn.Module, sparsity: float, **kwargs) -> nn.Module:
-    """:func:`prune_` on a copy: the caller's model is left unchanged.
-
-    ``params`` cannot be passed (they would point into the caller's model).
-    """
-    if "params" in kwargs:
-        raise TypeError("params: not supported by the non-mutating prune(); use prune_")
+    """:func:`prune_` on a copy: the caller's model is left unchanged."""
     new = clone(model)
     for p_new, p_old in zip(new.parameters(), model.parameters(), strict=True):
         if p_old.grad is not None:  # deepcopy drops .grad; Taylor scores need it
@@ -196,11 +197,12 @@ def prune(model: nn.Module, sparsity: float, **kwargs) -> nn.Module:
 
 @torch.no_grad()
 def threshold_prune_(model: nn.Module, threshold: float, *,
-                     params: Iterable[Target] | None = None) -> nn.Module:
-    """Mask every weight with ``|w| < threshold`` in place (magnitude of the *original* weights)."""
+                     filter_fn: Callable[[nn.Module, str], bool] | None = None) -> nn.Module:
+    """Mask every weight with ``|w| < threshold`` in place (magnitude of the *original*
+    weights), in the Linear/Conv layers ``filter_fn(module, fqn)`` selects (default: all)."""
     check_module(model, "model")
     threshold = check_float(threshold, "threshold", min_value=0.0)
-    for module, name in (list(params) if params is not None else prunable(model)):
+    for module, name in prunable(model, filter_fn=filter_fn):
         w = _weight(module, name)
         _set_mask(module, name, (w.abs() >= threshold).to(w.dtype))
     return model
@@ -232,9 +234,11 @@ def effective_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def sparsity(model: nn.Module, params: Iterable[Target] | None = None) -> float:
-    """Fraction of exact zeros among the pruning targets (default: Linear/Conv weights)."""
-    targets = list(params) if params is not None else prunable(model)
+def sparsity(model: nn.Module, *,
+             filter_fn: Callable[[nn.Module, str], bool] | None = None) -> float:
+    """Fraction of exact zeros in the Linear/Conv weights ``filter_fn(module, fqn)``
+    selects (default: all)."""
+    targets = prunable(model, filter_fn=filter_fn)
     total = sum(_weight(m, n).numel() for m, n in targets)
     zeros = sum(int((_weight(m, n) == 0).sum()) for m, n in targets)
     return zeros / total if total else 0.0

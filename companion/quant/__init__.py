@@ -78,6 +78,7 @@ from .backends import (  # noqa: F401
 )
 from .configs import (  # noqa: F401
     DynamicInt8Config,
+    PTQConfig,
     QATConfig,
     StaticInt8Config,
     WeightOnlyConfig,
@@ -115,7 +116,7 @@ __all__ = [
     "error_bound", "sqnr", "pack", "unpack",
     "Observer", "MinMaxObserver", "MovingAverageMinMaxObserver", "PercentileObserver",
     "MSEObserver", "make_observer", "calibrate",
-    "WeightOnlyConfig", "DynamicInt8Config", "StaticInt8Config", "QATConfig",
+    "WeightOnlyConfig", "DynamicInt8Config", "StaticInt8Config", "QATConfig", "PTQConfig",
     "QuantizedWeightLayer", "FakeQuantize", "QATLayer",
     "quantize_model_", "quantize_model", "prepare_qat_", "convert_qat_", "calibrate_fake_quant_",
     "quantizable_layers",

@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import warnings
+from collections.abc import Iterable
 
 import torch
 from torch import nn
 
 from .configs import DynamicInt8Config, StaticInt8Config
-from .modules import _layers_or_raise
+from .modules import FilterFn, _layers_or_raise
 from .observers import make_observer
 
 
@@ -24,13 +25,16 @@ def _quiet_torch_ao():
         yield
 
 
-def _dynamic(model: nn.Module, config: DynamicInt8Config) -> nn.Module:
+def _dynamic(model: nn.Module, config: DynamicInt8Config, calibration: Iterable | None = None,
+             filter_fn: FilterFn | None = None) -> nn.Module:
     """A dynamically quantized copy; ``model`` is not touched."""
     from torch.ao.quantization import quantize_dynamic
-    _layers_or_raise(model, (nn.Linear, nn.LSTM, nn.GRU))
+
+    kinds = (nn.Linear, nn.LSTM, nn.GRU)
+    chosen = _layers_or_raise(model, kinds, filter_fn)
+    spec = set(kinds) if filter_fn is None else {name for name, _ in chosen}
     with _quiet_torch_ao():
-        return quantize_dynamic(model, {nn.Linear, nn.LSTM, nn.GRU}, dtype=torch.qint8,
-                                inplace=False)
+        return quantize_dynamic(model, spec, dtype=torch.qint8, inplace=False)
 
 
 _FUSIONS = ((nn.Conv2d, nn.BatchNorm2d, nn.ReLU), (nn.Conv2d, nn.BatchNorm2d),
@@ -72,9 +76,15 @@ class _ObserverModule(torch.ao.quantization.ObserverBase):
         return scale.reshape(1), zp.reshape(1)
 
 
-def _static(model: nn.Module, config: StaticInt8Config) -> nn.Module:
+def _static(model: nn.Module, config: StaticInt8Config, calibration: Iterable,
+            filter_fn: FilterFn | None = None) -> nn.Module:
     """A statically quantized copy; ``model`` is not touched (a failure leaves it as it was)."""
     import torch.ao.quantization as tq
+
+    if filter_fn is not None:
+        raise ValueError("filter_fn: eager static int8 quantizes a whole nn.Sequential between "
+                         "one quantize and one dequantize step; for a choice of layers use "
+                         "companion.pt2e or DynamicInt8Config")
     if not isinstance(model, nn.Sequential):
         raise TypeError("static int8 (eager mode) needs an nn.Sequential model, "
                         f"got {type(model).__name__}")
@@ -103,17 +113,17 @@ def _static(model: nn.Module, config: StaticInt8Config) -> nn.Module:
     with _quiet_torch_ao(), torch.no_grad():
         tq.prepare(model, inplace=True)
         seen = 0
-        for i, batch in enumerate(config.calibration):
+        for i, batch in enumerate(calibration):
             if i >= config.num_batches:
                 break
             x = batch[0] if isinstance(batch, (tuple, list)) and batch else batch
             if not isinstance(x, torch.Tensor):
-                raise TypeError("config.calibration must yield (inputs, labels) or input "
+                raise TypeError("calibration must yield (inputs, labels) or input "
                                 f"tensors, got a batch of {type(x).__name__}")
             model(x)
             seen += 1
         if not seen:
-            raise ValueError("config.calibration yielded no batch: the activation ranges "
+            raise ValueError("calibration yielded no batch: the activation ranges "
                              "need at least one")
         tq.convert(model, inplace=True)
     model.train(was_training)

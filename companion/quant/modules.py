@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_bool, check_float, check_int, check_module
+from .._checks import check_bool, check_callable, check_float, check_int, check_module
 from .affine import QTensor, _broadcast, choose_qparams, dequantize, pack, qrange, quantize, unpack
 from .configs import QATConfig, WeightOnlyConfig
 from .observers import _LAYERS
@@ -78,19 +78,26 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
-def _layers_or_raise(model: nn.Module, kinds: tuple[type, ...] = _LAYERS
-                     ) -> list[tuple[str, nn.Module]]:
-    found = [(n, m) for n, m in model.named_modules() if type(m) in kinds]
+FilterFn = Callable[[nn.Module, str], bool]
+
+
+def _layers_or_raise(model: nn.Module, kinds: tuple[type, ...] = _LAYERS,
+                     filter_fn: FilterFn | None = None) -> list[tuple[str, nn.Module]]:
+    """The layers of ``kinds`` that ``filter_fn(module, fqn)`` selects (default: all)."""
+    found = [(n, m) for n, m in model.named_modules()
+             if type(m) in kinds and (filter_fn is None or filter_fn(m, n))]
     if not found:
         names = "/".join(k.__name__ for k in kinds)
-        raise ValueError(f"model has no quantizable layer ({names})")
+        chosen = " that filter_fn selects" if filter_fn is not None else ""
+        raise ValueError(f"model has no quantizable layer ({names}){chosen}")
     return found
 
 
-def _weight_only_(model: nn.Module, config: WeightOnlyConfig) -> nn.Module:
+def _weight_only_(model: nn.Module, config: WeightOnlyConfig,
+                  filter_fn: FilterFn | None = None) -> nn.Module:
     # every replacement is built before the first is swapped in: a failure leaves model as it was
     new = []
-    for name, layer in _layers_or_raise(model):
+    for name, layer in _layers_or_raise(model, filter_fn=filter_fn):
         try:
             new.append((name, QuantizedWeightLayer(layer, config.bits)))
         except ValueError as e:
@@ -216,20 +223,24 @@ class QATLayer(nn.Module):
         return self.layer._conv_forward(x, w, self.layer.bias)
 
 
-def prepare_qat_(model: nn.Module, config: QATConfig) -> nn.Module:
-    """Wrap every Linear/Conv layer of ``model`` in a :class:`QATLayer`, in place.
+def prepare_qat_(model: nn.Module, config: QATConfig, *,
+                 filter_fn: FilterFn | None = None) -> nn.Module:
+    """Wrap every Linear/Conv layer of ``model`` (those ``filter_fn(module, fqn)``
+    selects) in a :class:`QATLayer`, in place.
 
     Train the model as usual afterwards; gradients pass the rounding by the
     straight-through estimator. The input ranges are set by training steps
     or by :func:`calibrate_fake_quant_`; evaluating before either warns.
 
     Raises:
-        ValueError: no Linear/Conv layer.
+        ValueError: no Linear/Conv layer (that ``filter_fn`` selects).
     """
     check_module(model, "model")
     if not isinstance(config, QATConfig):
         raise TypeError(f"config must be a QATConfig, got {type(config).__name__}")
-    wrapped = [(name, QATLayer(layer, config)) for name, layer in _layers_or_raise(model)]
+    check_callable(filter_fn, "filter_fn", optional=True)
+    wrapped = [(name, QATLayer(layer, config))
+               for name, layer in _layers_or_raise(model, filter_fn=filter_fn)]
     for name, qat in wrapped:
         qat.weight_fq.label = f"{name}.weight_fq"
         if isinstance(qat.input_fq, FakeQuantize):
