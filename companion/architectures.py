@@ -15,10 +15,10 @@ from torch import nn
 
 from ._checks import check_choice, check_float, check_int
 
-__all__ = ["RowRNN", "EncoderBlock", "RowTransformer", "as_rows"]
+__all__ = ["RowRNN", "EncoderBlock", "RowTransformer"]
 
 
-def as_rows(x: torch.Tensor) -> torch.Tensor:
+def _as_rows(x: torch.Tensor) -> torch.Tensor:
     """``(B, 1, 28, 28)`` or ``(B, 784)`` images as ``(B, 28, 28)`` sequences of rows.
 
     A ``(B, T, F)`` tensor is already a batch of sequences and is returned as is.
@@ -66,7 +66,7 @@ class RowRNN(nn.Module):
         self.head = nn.Linear(hidden, check_int(num_classes, "num_classes", min_value=2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        seq = _check_features(as_rows(x), self.rnn.input_size)
+        seq = _check_features(_as_rows(x), self.rnn.input_size)
         out, _ = self.rnn(seq)
         return self.head(out[:, -1])
 
@@ -144,7 +144,7 @@ class RowTransformer(nn.Module):
         self.head = nn.Linear(d_model, check_int(num_classes, "num_classes", min_value=2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = _check_features(as_rows(x), self.embed.in_features)
+        rows = _check_features(_as_rows(x), self.embed.in_features)
         if rows.shape[1] > self.pos.shape[1]:
             raise ValueError(f"sequence of {rows.shape[1]} tokens is longer than seq_len "
                              f"{self.pos.shape[1]}")

@@ -30,7 +30,6 @@ from torch.utils.data import BatchSampler, DataLoader, SequentialSampler, Tensor
 from ._checks import check_int
 
 __all__ = [
-    "MNIST_SHA256",
     "Split",
     "ImageDataset",
     "Loaders",
@@ -41,7 +40,7 @@ __all__ = [
     "default_cache_dir",
 ]
 
-MNIST_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+_MNIST_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -136,12 +135,12 @@ def load_mnist(cache_dir: str | os.PathLike | None = None) -> ImageDataset:
         ValueError: the shipped file's SHA-256 is not the expected one.
     """
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    npz = cache / f"mnist-{MNIST_SHA256[:12]}.npz"
+    npz = cache / f"mnist-{_MNIST_SHA256[:12]}.npz"
     if not npz.is_file():
         raw = _mnist_pickle_path().read_bytes()
         digest = hashlib.sha256(raw).hexdigest()
-        if digest != MNIST_SHA256:
-            raise ValueError(f"mnist.pkl.gz has SHA-256 {digest}, expected {MNIST_SHA256}; "
+        if digest != _MNIST_SHA256:
+            raise ValueError(f"mnist.pkl.gz has SHA-256 {digest}, expected {_MNIST_SHA256}; "
                              "refusing to unpickle it")
         splits = pickle.loads(gzip.decompress(raw), encoding="latin1")
         arrays = {}

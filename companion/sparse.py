@@ -36,7 +36,7 @@ from torch import nn
 
 from ._checks import check_choice, check_int, check_tensor
 
-__all__ = ["SparseConfig", "kmeans_1d", "encode", "decode", "save", "load"]
+__all__ = ["SparseConfig", "encode", "decode", "save", "load"]
 
 MAGIC = b"CNNSPZ1\n"
 _CODECS = {
@@ -79,7 +79,7 @@ class SparseConfig:
 
 # --------------------------------------------------------------------------- k-means
 @torch.no_grad()
-def kmeans_1d(values: torch.Tensor, k: int, iters: int = 30) -> tuple[torch.Tensor, torch.Tensor]:
+def _kmeans_1d(values: torch.Tensor, k: int, iters: int = 30) -> tuple[torch.Tensor, torch.Tensor]:
     """Cluster scalars into ``k`` shared values (Lloyd's algorithm, linear initialization).
 
     Centroids start evenly spaced between min and max, as in Deep Compression
@@ -131,7 +131,7 @@ def _encode_values(vals: torch.Tensor, cfg: SparseConfig) -> tuple[dict, list[np
     if cfg.values == "float16":
         return {}, [vals.numpy().astype(np.float16)]
     if cfg.values == "kmeans":
-        book, codes = kmeans_1d(vals, 2 ** cfg.bits)
+        book, codes = _kmeans_1d(vals, 2 ** cfg.bits)
         return {}, [book.numpy(), codes.numpy()]
     from . import quant  # affine codes from the quantization module
     q = quant.quantize(vals, bits=cfg.bits)

@@ -188,8 +188,6 @@ CASES: list[Case] = [
          lambda: {"weight": torch.randn(4, 4), "grad": torch.randn(4, 4)},
          bad={"grad": [None, torch.randn(3, 3)]}),
     Case("prune.channel_l1", prune.channel_l1, lambda: {"weight": torch.randn(4, 3, 3, 3)}),
-    Case("prune.get_importance", prune.get_importance, lambda: {"importance": "magnitude"},
-         choices=("importance",), bad={"importance": [3]}),
     Case("prune.check_sparsity", prune.check_sparsity, lambda: {"value": 0.5, "name": "value"},
          bad={"value": [-0.1, 1.0, 1.5]}, no_auto=("name",)),
     Case("prune.mask_from_scores", prune.mask_from_scores,
@@ -212,8 +210,6 @@ CASES: list[Case] = [
          lambda: {"initial_sparsity": 0.0, "final_sparsity": 0.8, "begin_step": 0,
                   "end_step": 10},
          bad={"final_sparsity": [1.0], "end_step": [0]}),
-    Case("sparse.kmeans_1d", sparse.kmeans_1d, lambda: {"values": torch.randn(32), "k": 4},
-         bad={"k": [0]}),
     Case("sparse.encode", sparse.encode, lambda: {"state_dict": _mlp()},
          bad={"state_dict": [3], "config": ["lzma"]}),
     Case("sparse.decode", sparse.decode, lambda: {"data": sparse.encode(_mlp())},
@@ -270,10 +266,6 @@ CASES: list[Case] = [
          lambda: {"flops": 1e6, "bytes_moved": 1e5, "peak_flops": 1e9, "bandwidth": 1e9},
          bad={"flops": [-1.0], "peak_flops": [0.0], "bandwidth": [0.0]}),
     Case("infer.model_bytes_moved", infer.model_bytes_moved, lambda: {"model": _mlp(), "x": _x()}),
-    Case("infer.engine_row", infer.engine_row,
-         lambda: {"engine": "eager", "runner": lambda: None, "batch": 1, "threads": 1,
-                  "size_bytes": 10, "accuracy": 0.5, "warmup": 0, "repeats": 2},
-         bad={"batch": [0], "accuracy": [1.5], "runner": ["eager"]}),
     Case("train.resolve_precision", train.resolve_precision, lambda: {"precision": "bf16"},
          choices=("precision",), bad={"precision": [torch.int8]}),
     Case("amp.underflow_report", amp.underflow_report,
@@ -474,7 +466,7 @@ NOT_SWEPT: dict[str, str] = {
        for n in ("GD", "Momentum", "RMSprop", "Adam", "AdamW")},
     "regularize.penalized_params": "a list of the model's own parameters",
     "regularize.GapReport": "a result dataclass",
-    **{f"infer.{n}": "a result class" for n in ("EngineReport", "Roofline", "Fp32Baseline")},
+    **{f"infer.{n}": "a result class" for n in ("Roofline", "Fp32Baseline")},
     **{f"infer.{n}": "engine wrappers (compile, ONNX Runtime); tested in test_infer.py" for n in
        ("eager_runner", "compile_model", "ort_runner", "ort_predict", "quantize_onnx_int8",
         "accuracy_of", "measure_peak_flops", "measure_bandwidth")},
@@ -500,7 +492,7 @@ NOT_SWEPT: dict[str, str] = {
         "dequantize_rows", "table_bytes", "quantized_recommender", "frame_latencies",
         "BudgetReport")},
     **{f"architectures.{n}": "model classes; tested in test_architectures.py"
-       for n in ("as_rows", "RowRNN", "EncoderBlock", "RowTransformer")},
+       for n in ("RowRNN", "EncoderBlock", "RowTransformer")},
     **{f"report.{n}": "tested in test_report.py" for n in
        ("ReportConfig", "optimization_report", "plot_report")},
 }

@@ -59,9 +59,9 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="dropout"):
         A.EncoderBlock(32, 4, 8, dropout=1.0)
     with pytest.raises(ValueError, match="expected"):
-        A.as_rows(torch.rand(2, 3, 28, 28))
+        A._as_rows(torch.rand(2, 3, 28, 28))
     with pytest.raises(TypeError, match="x must be"):
-        A.as_rows([[0.0] * 784])
+        A._as_rows([[0.0] * 784])
     with pytest.raises(ValueError, match="input_size"):
         A.RowRNN(8)(torch.rand(2, 28, 20))
     with pytest.raises(ValueError, match="input_size"):

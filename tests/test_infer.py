@@ -49,15 +49,10 @@ def test_export_does_not_mutate(mlp_onnx):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-def test_eager_runner_and_engine_row():
+def test_eager_runner():
     model = models.LeNet300100(hidden1=8, hidden2=8)
     run = infer.eager_runner(model, torch.rand(3, 784))
     assert run().shape == (3, 10)
-    row = infer.engine_row("eager", run, batch=3, threads=1, size_bytes=10, accuracy=0.5,
-                           warmup=1, repeats=3)
-    assert row.median_ms > 0 and row.as_row()["images/s"] > 0
-    with pytest.raises(ValueError, match="engine"):
-        infer.engine_row("", run, batch=3, threads=1, size_bytes=1, accuracy=0.0)
 
 
 def test_accuracy_of():

@@ -75,7 +75,7 @@ def test_roundtrip_property(rows, cols, density, index, seed):
 
 def test_kmeans_1d():
     v = torch.tensor([1.0, 1.1, 5.0, 5.2, -3.0, -3.1])
-    book, codes = sparse.kmeans_1d(v, 3)
+    book, codes = sparse._kmeans_1d(v, 3)
     torch.testing.assert_close(book, torch.tensor([-3.05, 1.05, 5.1]))
     assert codes.tolist() == [1, 1, 2, 2, 0, 0] and codes.dtype == torch.uint8
 
@@ -168,8 +168,8 @@ def test_lossy_values_of_float64_tensors_keep_dtype_and_positions():
 def test_kmeans_1d_rejects_bad_iters():
     v = torch.randn(20)
     with pytest.raises(ValueError, match="iters"):
-        sparse.kmeans_1d(v, 3, iters=-1)
+        sparse._kmeans_1d(v, 3, iters=-1)
     with pytest.raises(TypeError, match="iters"):
-        sparse.kmeans_1d(v, 3, iters=2.0)
-    book, _ = sparse.kmeans_1d(v, 3, iters=0)  # 0: the evenly spaced initial codebook
+        sparse._kmeans_1d(v, 3, iters=2.0)
+    book, _ = sparse._kmeans_1d(v, 3, iters=0)  # 0: the evenly spaced initial codebook
     torch.testing.assert_close(book, torch.linspace(float(v.min()), float(v.max()), 3))

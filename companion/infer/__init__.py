@@ -11,8 +11,8 @@ callable* that :func:`companion.measure.measure_latency` can time:
   int8 static quantization with ``onnxruntime.quantization``
   (:func:`quantize_onnx_int8`, :func:`ort_session`, :func:`ort_runner`);
 
-plus :func:`engine_row`, which measures latency, size and accuracy of one
-engine in one setting, and a roofline model (:func:`measure_peak_flops`,
+(:func:`companion.measure.compare` puts them side by side: size, latency,
+accuracy), and a roofline model (:func:`measure_peak_flops`,
 :func:`measure_bandwidth`, :func:`roofline`) that explains why small batches
 are latency-bound.
 """
@@ -25,13 +25,11 @@ from .._checks import own_public_names
 # are re-exported for callers, not used here); the public ones are listed in __all__
 from .engines import (  # noqa: F401
     _INT_DTYPES,
-    EngineReport,
     Fp32Baseline,
     _check_input,
     _copy,
     compile_model,
     eager_runner,
-    engine_row,
     eval_copy,
     fastest_fp32,
     fold_batchnorm,
@@ -64,7 +62,6 @@ __all__ = [
     "fastest_fp32",
     "is_exported",
     "eval_copy",
-    "EngineReport",
     "Roofline",
     "eager_runner",
     "compile_model",
@@ -74,7 +71,6 @@ __all__ = [
     "ort_runner",
     "ort_predict",
     "accuracy_of",
-    "engine_row",
     "measure_peak_flops",
     "measure_bandwidth",
     "roofline",

@@ -7,15 +7,15 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from .._checks import check_float, check_int, check_module, check_tensor
+from .._checks import check_module, check_tensor
 from .._checks import is_exported as _is_exported
-from ..measure import LatencyComparison, compare_latency, measure_latency
+from ..measure import LatencyComparison, compare_latency
 from ..train import clone
 
 
@@ -140,31 +140,6 @@ def eval_copy(model: nn.Module) -> nn.Module:
     return copy if is_exported(copy) else copy.eval()
 
 
-# --------------------------------------------------------------------------- rows
-@dataclass
-class EngineReport:
-    """One engine in one setting: latency (ms), artifact size (bytes), accuracy."""
-
-    engine: str
-    batch: int
-    threads: int
-    median_ms: float
-    p10_ms: float
-    p90_ms: float
-    size_bytes: int
-    accuracy: float
-    device: str = "cpu"
-
-    @property
-    def images_per_s(self) -> float:
-        return self.batch / (self.median_ms / 1000)
-
-    def as_row(self) -> dict[str, Any]:
-        row = asdict(self)
-        row["images/s"] = self.images_per_s
-        return row
-
-
 # --------------------------------------------------------------------------- engines
 _INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
@@ -223,25 +198,3 @@ def compile_model(model: nn.Module, *, dynamic: bool = True,
         raise ValueError(f"mode must be None, 'default', 'reduce-overhead' or 'max-autotune', "
                          f"got {mode!r}")
     return torch.compile(eval_copy(model), dynamic=dynamic, mode=mode)
-
-
-def engine_row(engine: str, runner: Callable[[], Any], *, batch: int, threads: int,
-               size_bytes: int, accuracy: float, warmup: int = 5, repeats: int = 30,
-               device: str = "cpu") -> EngineReport:
-    """Time ``runner`` (median of ``repeats`` after ``warmup``) and build an :class:`EngineReport`.
-
-    ``threads`` is both set for PyTorch during the measurement and recorded;
-    engines with their own thread pools (ONNX Runtime, LiteRT) must have been
-    created with the same count.
-    """
-    if not isinstance(engine, str) or not engine:
-        raise ValueError("engine must be a non-empty string")
-    if not callable(runner):
-        raise TypeError(f"runner must be callable, got {type(runner).__name__}")
-    batch = check_int(batch, "batch", min_value=1)
-    threads = check_int(threads, "threads", min_value=1)
-    size_bytes = check_int(size_bytes, "size_bytes", min_value=0)
-    accuracy = check_float(accuracy, "accuracy", min_value=0.0, max_value=1.0)
-    rep = measure_latency(runner, warmup=warmup, repeats=repeats, threads=threads, device=device)
-    return EngineReport(engine, batch, threads, rep.median_ms, rep.p10_ms, rep.p90_ms,
-                     size_bytes, accuracy, str(rep.device))

@@ -69,8 +69,9 @@ from .structured import (  # noqa: F401
     select_channels,
 )
 from .unstructured import (  # noqa: F401
-    IMPORTANCE,
+    _IMPORTANCE,
     Target,
+    _get_importance,
     _grad,
     _scores,
     _set_mask,
@@ -78,7 +79,6 @@ from .unstructured import (  # noqa: F401
     channel_l1,
     check_sparsity,
     effective_state_dict,
-    get_importance,
     is_pruned,
     magnitude,
     mask_from_scores,
@@ -93,7 +93,7 @@ from .unstructured import (  # noqa: F401
 )
 
 __all__ = [
-    "magnitude", "taylor", "channel_l1", "IMPORTANCE", "get_importance",
+    "magnitude", "taylor", "channel_l1",
     "prunable", "check_sparsity", "mask_from_scores", "prune_", "prune", "threshold_prune_",
     "remove_", "remove", "is_pruned", "sparsity", "effective_state_dict",
     "Schedule", "ConstantSparsity", "PolynomialDecay", "PruningCallback", "iterative_prune_",

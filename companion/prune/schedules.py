@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .._checks import check_choice, check_float, check_int, check_module
-from .unstructured import check_sparsity, get_importance, prune_, sparsity
+from .unstructured import _get_importance, check_sparsity, prune_, sparsity
 
 
 # --------------------------------------------------------------------------- schedules
@@ -108,7 +108,7 @@ class PruningCallback:
                  scope: str = "local") -> None:
         self.model = check_module(model, "model")
         _check_schedule(schedule)
-        get_importance(importance)  # validates now, not at the first pruning step
+        _get_importance(importance)  # validates now, not at the first pruning step
         self.importance = importance
         self.scope = check_choice(scope, "scope", ("local", "global"))
         self.schedule = schedule

@@ -50,17 +50,17 @@ def channel_l1(weight: torch.Tensor) -> torch.Tensor:
     return weight.detach().abs().flatten(1).sum(1)
 
 
-IMPORTANCE: dict[str, Callable[..., torch.Tensor]] = {"magnitude": magnitude, "taylor": taylor}
+_IMPORTANCE: dict[str, Callable[..., torch.Tensor]] = {"magnitude": magnitude, "taylor": taylor}
 
 
-def get_importance(importance: str | Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+def _get_importance(importance: str | Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
     """A criterion by name (``"magnitude"``, ``"taylor"``) or the callable itself."""
     if callable(importance):
         return importance
-    if importance not in IMPORTANCE:
-        raise ValueError(f"importance must be one of {tuple(IMPORTANCE)} or a callable, "
+    if importance not in _IMPORTANCE:
+        raise ValueError(f"importance must be one of {tuple(_IMPORTANCE)} or a callable, "
                          f"got {importance!r}")
-    return IMPORTANCE[importance]
+    return _IMPORTANCE[importance]
 
 
 # --------------------------------------------------------------------------- masks
@@ -170,7 +170,7 @@ def prune_(model: nn.Module, sparsity: float, *,
     check_module(model, "model")
     sparsity = check_sparsity(sparsity)
     check_choice(scope, "scope", ("local", "global"))
-    fn = get_importance(importance)
+    fn = _get_importance(importance)
     targets = prunable(model, filter_fn=filter_fn)
     if not targets:
         raise ValueError("filter_fn: nothing to prune (no Linear/Conv layer selected)")
