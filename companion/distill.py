@@ -21,7 +21,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    IterableDataset,
+    SequentialSampler,
+)
 
 from ._checks import check_float, check_int, check_module, check_tensor, evaluating
 from .train import (
@@ -169,7 +175,7 @@ class _WithLogits(Dataset):
     def __len__(self) -> int:
         return len(self.logits)
 
-    def __getitem__(self, index: int) -> tuple:
+    def __getitem__(self, index: int | list[int]) -> tuple:
         return (*self.dataset[index], self.logits[index])
 
 
@@ -228,8 +234,13 @@ def cache_teacher_logits(teacher: nn.Module, loader: DataLoader, *, batch_size: 
                          f"{len(first) if isinstance(first, (tuple, list)) else 1} part(s)")
     device = torch.device(device) if device is not None else next(
         (p.device for p in teacher.parameters()), torch.device("cpu"))
-    ordered = DataLoader(dataset, batch_size=batch_size, shuffle=False,
-                         collate_fn=loader.collate_fn)
+    by_index = loader.batch_size is None and loader.batch_sampler is None
+    if by_index:  # a sampler of index lists (companion.data's training loaders)
+        ordered = DataLoader(dataset, batch_size=None, sampler=BatchSampler(
+            SequentialSampler(dataset), batch_size, drop_last=False))
+    else:
+        ordered = DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                             collate_fn=loader.collate_fn)
     chunks = []
     with evaluating(teacher), torch.no_grad():
         for x, _ in ordered:
@@ -238,6 +249,9 @@ def cache_teacher_logits(teacher: nn.Module, loader: DataLoader, *, batch_size: 
     if logits.dim() != 2 or len(logits) != len(dataset):
         raise ValueError(f"teacher must return (batch, classes) logits, got {tuple(logits.shape)}")
     cached = _WithLogits(dataset, logits)
+    if by_index:
+        return DataLoader(cached, batch_size=None, sampler=loader.sampler,
+                          generator=loader.generator)
     if loader.batch_size is None:  # the loader was built with its own batch_sampler
         return DataLoader(cached, batch_sampler=loader.batch_sampler, generator=loader.generator)
     return DataLoader(cached, batch_size=loader.batch_size, sampler=loader.sampler,

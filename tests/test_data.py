@@ -73,3 +73,16 @@ def test_load_mnist_checks_hash(tmp_path, monkeypatch):
 def test_fashion_mnist_missing_names_install_command(tmp_path):
     with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
         data.load_fashion_mnist(root=tmp_path)
+
+
+def test_training_loader_gives_the_batches_of_a_shuffled_dataloader():
+    from torch.utils.data import DataLoader
+
+    ds = data._synthetic_images(n_train=200, n_test=20, seed=0)
+    ours = data.make_loaders(ds, 32, flatten=True, seed=5).train
+    plain = DataLoader(ours.dataset, batch_size=32, shuffle=True,
+                       generator=torch.Generator().manual_seed(5))
+    for _ in range(3):                                    # the shuffling moves on alike
+        for (x1, y1), (x2, y2) in zip(ours, plain, strict=True):
+            assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert len(ours) == len(plain) == 7

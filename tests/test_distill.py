@@ -119,7 +119,7 @@ def test_cache_teacher_logits_are_the_eval_mode_logits_in_loader_order(tiny_data
     cached = distill.cache_teacher_logits(teacher, loaders.train, batch_size=100)
     assert teacher.training and teacher[3].training          # every mode restored
     assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
-    assert len(cached) == len(loaders.train) and cached.batch_size == 32
+    assert len(cached) == len(loaders.train) and len(next(iter(cached))[0]) == 32
     teacher.eval()
     seen = 0
     for x, y, z in cached:
