@@ -31,6 +31,7 @@ from ._timing import time_calls
 from .train import (
     PRECISIONS,
     _default_batch_loss,
+    _model_device,
     _train_step,
     clone,
     evaluate,
@@ -77,7 +78,7 @@ def amp_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor
     dtype = resolve_precision(precision)
     scale_before = scaler.get_scale() if scaler is not None else None
     loss = _train_step(model, optimizer, (x, y), _default_batch_loss(
-        nn.functional.cross_entropy, logits_of), dtype, scaler, 0)
+        nn.functional.cross_entropy, logits_of), dtype, scaler, 0, _model_device(model).type)
     stepped = scaler is None or scaler.get_scale() >= scale_before
     return loss.item(), stepped
 

@@ -103,14 +103,14 @@ def _device_batch(batch: Any, device: torch.device) -> tuple:
 
 def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: tuple,
                 batch_loss: BatchLoss, dtype: torch.dtype,
-                scaler: torch.amp.GradScaler | None, step: int) -> torch.Tensor:
+                scaler: torch.amp.GradScaler | None, step: int, device_type: str) -> torch.Tensor:
     """One optimizer step: the loss under autocast (off for fp32), backward, update.
 
     Without a scaler a non-finite loss raises :class:`NonFiniteLossError`
     before the update; with one, the scaler skips that update itself.
     """
     optimizer.zero_grad(set_to_none=True)
-    with torch.autocast(_model_device(model).type,
+    with torch.autocast(device_type,
                         dtype=torch.bfloat16 if dtype == torch.float32 else dtype,
                         enabled=dtype != torch.float32):
         loss = batch_loss(model, batch)
@@ -246,7 +246,7 @@ def fit(model: nn.Module, train_loader: Iterable, *, epochs: int = 1,
                 batch = _device_batch(raw, device)
                 t0 = time.perf_counter()
                 loss = _train_step(model, optimizer, batch, batch_loss, dtype, grad_scaler,
-                                   history.steps)
+                                   history.steps, device.type)
                 if scheduler is not None:
                     scheduler.step()
                 value = loss.item()  # waits for the device, so the time below is real
@@ -258,10 +258,9 @@ def fit(model: nn.Module, train_loader: Iterable, *, epochs: int = 1,
                 running, count, epoch_steps, steps = running + value * n, count + n, \
                     epoch_steps + 1, steps + 1
                 bar.update(1)
-                if after_step is not None and after_step(history.steps) is True:
-                    stop = True
-                if stop or steps == max_steps:
-                    stop = True
+                stop = (after_step is not None and after_step(history.steps) is True
+                        or steps == max_steps)
+                if stop:
                     break
             if epoch_steps == 0:
                 raise _no_batch("train_loader")
