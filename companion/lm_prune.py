@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ._checks import check_choice, check_float, check_module, check_tensor
-from .lm_quant import _linears
+from .lm_calibrate import block_inputs, in_blocks, linears
 from .train import clone
 
 __all__ = ["prune_scores", "prune_mask", "prune_lm"]
@@ -69,61 +69,38 @@ def prune_lm(model: nn.Module, *, sparsity: float = 0.5, method: str = "wanda",
     Args:
         sparsity: fraction removed per row (ignored by ``"2:4"``, which is 50%).
         method: ``"magnitude"`` or ``"wanda"`` (needs ``calibration``, an
-            iterable of token batches; the input norms of all layers come from
-            one pass of the dense model, where the paper feeds each block the
-            outputs of the pruned blocks before it).
+            iterable of token batches). Wanda goes block by block, as the paper
+            does: each block's input norms come from the outputs of the
+            already pruned blocks before it
+            (:func:`companion.lm_calibrate.block_inputs`).
         pattern: ``"unstructured"`` or ``"2:4"``.
-        filter_fn: ``filter_fn(module, name)``; default: every ``nn.Linear``
-            except the LM head ``head`` (its rows are the vocabulary).
+        filter_fn: ``filter_fn(module, name)``; default: the linears inside the
+            decoder blocks (:func:`companion.lm_calibrate.in_blocks`; the LM
+            head, whose rows are the vocabulary, is kept).
     """
     check_module(model, "model")
     check_choice(method, "method", ("magnitude", "wanda"))
     check_choice(pattern, "pattern", ("unstructured", "2:4"))
     check_float(sparsity, "sparsity", min_value=0.0, max_value=1.0, max_inclusive=False)
-    calib: list[torch.Tensor] = []
-    if method == "wanda":
-        if calibration is None:
-            raise ValueError("method='wanda' needs calibration batches")
-        calib = list(calibration)
-        if not calib:
-            raise ValueError("calibration must yield at least one batch")
-    chosen = filter_fn or (lambda _m, name: name != "head")
+    if method == "wanda" and calibration is None:
+        raise ValueError("method='wanda' needs calibration batches")
     out = clone(model).eval()
-    layers = _linears(out, chosen)
+    chosen = filter_fn or in_blocks(out)
+    layers = dict(linears(out, chosen))
     if not layers:
         raise ValueError("model has no nn.Linear chosen by filter_fn")
-    norms = _input_norms(out, [m for _, m in layers], calib) if method == "wanda" else {}
-    for _, lin in layers:
-        keep = prune_mask(prune_scores(lin.weight, norms.get(lin)), sparsity, pattern)
+
+    def prune_(name: str, norm: torch.Tensor | None) -> None:
+        lin = layers[name]
+        keep = prune_mask(prune_scores(lin.weight, norm), sparsity, pattern)
         with torch.no_grad():
             lin.weight.mul_(keep)
+
+    if method == "magnitude":
+        for name in layers:
+            prune_(name, None)
+    else:
+        for bc in block_inputs(out, calibration, chosen):
+            for name, x in bc.inputs.items():
+                prune_(name, x.pow(2).sum(0).sqrt())
     return out
-
-
-@torch.inference_mode()
-def _input_norms(model: nn.Module, layers: list[nn.Module], calibration: list[torch.Tensor]
-                 ) -> dict[nn.Module, torch.Tensor]:
-    """``||X_j||_2`` of every input channel of every layer, from one pass of ``model``."""
-    sums = {m: None for m in layers}
-
-    def hook(mod: nn.Module, args: tuple) -> None:
-        sq = args[0].detach().float().pow(2).reshape(-1, args[0].shape[-1]).sum(0)
-        sums[mod] = sq if sums[mod] is None else sums[mod] + sq
-
-    handles = [m.register_forward_pre_hook(hook) for m in layers]
-    try:
-        for batch in calibration:
-            model(batch)
-    finally:
-        for h in handles:
-            h.remove()
-    return {m: s.sqrt() for m, s in sums.items() if s is not None}
-
-
-def _sparsity_of(model: nn.Module, filter_fn: Callable[[nn.Module, str], bool] | None = None
-                ) -> float:
-    """Fraction of exact zeros in the chosen linear weights."""
-    layers = _linears(check_module(model, "model"), filter_fn)
-    total = sum(m.weight.numel() for _, m in layers)
-    zeros = sum(int((m.weight == 0).sum()) for _, m in layers)
-    return zeros / max(total, 1)

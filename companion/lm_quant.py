@@ -12,21 +12,25 @@ to shrink; activations stay float. Every weight row is cut into groups of
   column at a time and spreads its rounding error over the columns not yet
   quantized, weighted by the inverse Hessian ``H = 2 X^T X`` of the layer's
   calibration inputs, so the layer *output* error ``||XW^T - XQ^T||`` is what
-  is minimised, not the weight error.
-* **AWQ-style scaling** (:func:`awq_search`, Lin et al. 2024) multiplies the
-  input channels that see large activations by ``s_j = mean|x_j|^alpha`` before
-  quantizing (and divides the input by ``s``), choosing ``alpha`` per layer on
-  the calibration output error.
+  is minimised, not the weight error. ``act_order`` takes the columns with
+  the largest ``H_jj`` first.
+* **AWQ** (Lin et al. 2024) multiplies the input channels that see large
+  activations by ``s_j = mean|x_j|^alpha`` before rounding, choosing ``alpha``
+  per group of linears that share an input on the *block's* output error,
+  folds ``1/s`` into the preceding norm or linear (:func:`fold_scales_`, so no
+  operation is added), then shrinks each group's range (:func:`awq_clip`).
 
-:func:`quantize_lm` returns a copy whose ``nn.Linear`` layers are
-:class:`QuantizedLinear`: 4-bit (and lower) codes packed two per byte, fp16
-scales, uint8 zero points; the forward pass dequantizes and runs a float
-matmul (a simulation of the arithmetic: the memory saving is real, the speed
-needs a fused int4 kernel, which PyTorch has on CUDA but not here).
+:func:`quantize_lm` returns a copy whose chosen linears are
+:class:`QuantizedLinear`: the codes packed at their bit width
+(:func:`pack_bits`: 3-bit codes take 3 bits), fp16 scales, zero points packed
+like the codes. Its forward pass dequantizes and runs a float matmul: the
+reference of the arithmetic and of the file size. The fast kernels that read
+4- and 8-bit weights directly are in :mod:`companion.llm.kernels`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -35,26 +39,28 @@ from torch import nn
 from torch.nn import functional as F
 
 from ._checks import (
+    check_bool,
     check_choice,
     check_float,
     check_int,
     check_module,
     check_tensor,
-    evaluating,
 )
+from .lm_calibrate import BlockCalibration, block_inputs, decoder_blocks, in_blocks, linears
 from .train import clone
 
 __all__ = [
     "GroupQuantized",
     "quantize_groupwise",
     "dequantize_groupwise",
-    "pack_int4",
-    "unpack_int4",
+    "pack_bits",
+    "unpack_bits",
     "gptq_quantize",
-    "awq_search",
     "smooth_scales",
+    "awq_scale_groups",
+    "fold_scales_",
+    "awq_clip",
     "QuantizedLinear",
-    "linear_inputs",
     "quantize_lm",
     "activation_absmax",
 ]
@@ -116,33 +122,63 @@ def dequantize_groupwise(g: GroupQuantized) -> torch.Tensor:
     return ((q - g.zero.float()[..., None]) * g.scale.float()[..., None]).reshape(out, inp)
 
 
-def pack_int4(q: torch.Tensor) -> torch.Tensor:
-    """Two 4-bit codes per byte (low nibble first) along the last dimension."""
+def pack_bits(q: torch.Tensor, bits: int) -> torch.Tensor:
+    """Integer codes in ``[0, 2**bits)`` packed densely, ``bits`` bits each, into a
+    1-D uint8 tensor (little-endian bit order; the last byte is zero-padded).
+    A 3-bit code really takes 3/8 of a byte, so file sizes are honest.
+
+    Every 8 codes fill exactly ``bits`` bytes: they are summed into one 64-bit
+    integer (``code_i << bits * i``) whose low ``bits`` bytes are stored.
+    """
     q = check_tensor(q, "q")
-    if q.dtype != torch.uint8 or q.shape[-1] % 2 or int(q.max()) > 15:
-        raise ValueError("q must be uint8 codes in [0, 15] with an even last dimension")
-    return q[..., 0::2] | (q[..., 1::2] << 4)
+    bits = check_int(bits, "bits", min_value=1, max_value=8)
+    if q.dtype != torch.uint8 or (q.numel() and int(q.max()) >= 2 ** bits):
+        raise ValueError(f"q must be uint8 codes in [0, {2 ** bits - 1}]")
+    n = q.numel()
+    if bits == 8:
+        return q.reshape(-1).clone()
+    flat = torch.cat([q.reshape(-1), q.new_zeros(-n % 8)]).to(torch.int64).reshape(-1, 8)
+    v = (flat << (bits * torch.arange(8))).sum(1)                      # 8 codes, 8*bits bits
+    out = ((v[:, None] >> (8 * torch.arange(bits))) & 0xFF).to(torch.uint8).reshape(-1)
+    return out[: math.ceil(n * bits / 8)]
 
 
-def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`pack_int4`."""
-    low, high = packed & 0x0F, packed >> 4
-    return torch.stack([low, high], dim=-1).reshape(*packed.shape[:-1], -1)
+def unpack_bits(packed: torch.Tensor, bits: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """Inverse of :func:`pack_bits`: the codes, as uint8 of ``shape``."""
+    packed = check_tensor(packed, "packed")
+    bits = check_int(bits, "bits", min_value=1, max_value=8)
+    n = math.prod(shape)
+    if packed.dtype != torch.uint8 or packed.numel() != math.ceil(n * bits / 8):
+        raise ValueError(f"packed must be the {math.ceil(n * bits / 8)} uint8 bytes of "
+                         f"{n} {bits}-bit codes, got {packed.numel()} {packed.dtype}")
+    if bits == 8:
+        return packed.reshape(shape).clone()
+    b = torch.cat([packed, packed.new_zeros(-packed.numel() % bits)]).to(torch.int64)
+    v = (b.reshape(-1, bits) << (8 * torch.arange(bits))).sum(1)
+    codes = (v[:, None] >> (bits * torch.arange(8))) & (2 ** bits - 1)
+    return codes.reshape(-1)[:n].to(torch.uint8).reshape(shape)
 
 
 def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, bits: int = 4,
-                  group_size: int = 32, *, damp: float = 0.01, block_size: int = 128
-                  ) -> GroupQuantized:
+                  group_size: int = 32, *, damp: float = 0.01, block_size: int = 128,
+                  act_order: bool = False) -> GroupQuantized:
     """GPTQ: quantize columns in order, compensating each rounding error.
 
     Args:
         weight: ``(out, in)``.
         hessian: ``(in, in)``, ``X^T X`` of the layer's calibration inputs (any
-            positive factor; see :func:`linear_inputs`).
+            positive factor; see :func:`block_inputs`).
         damp: fraction of the mean diagonal added to the diagonal (keeps the
             Cholesky factorisation stable).
-        block_size: columns updated together (lazy batch updates; a multiple of
-            ``group_size`` keeps every group inside one block).
+        block_size: columns updated together (lazy batch updates; without
+            ``act_order`` rounded down to a multiple of ``group_size``, so that a
+            group's range is taken from fully updated weights). The result is
+            that of the column-by-column algorithm, up to float rounding.
+        act_order: quantize the columns in order of decreasing ``H_jj`` (the
+            loudest inputs first, while the most columns remain to absorb
+            their error). The groups stay the consecutive columns of the
+            original order, with their ranges taken from the weights before
+            any update (*static groups*), so the stored layout is unchanged.
     """
     weight = check_tensor(weight, "weight", floating=True)
     if weight.dim() != 2:
@@ -154,36 +190,48 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, bits: int = 4,
     bits, group_size = _check_bits_group(bits, group_size, cols)
     damp = check_float(damp, "damp", min_value=0.0, min_inclusive=False)
     block_size = check_int(block_size, "block_size", min_value=1)
-    block_size = max(group_size, block_size // group_size * group_size)
+    check_bool(act_order, "act_order")
+    if not act_order:
+        block_size = max(group_size, block_size // group_size * group_size)
 
     W = weight.detach().double().clone()
     H = hessian.detach().double().clone()
     dead = torch.diag(H) == 0
     H[dead, dead] = 1.0
     W[:, dead] = 0.0
+    groups = cols // group_size
+    scales = torch.zeros(W.shape[0], groups, dtype=torch.float32)
+    zeros = torch.zeros_like(scales)
+    if act_order:   # static groups: every range from the original weights
+        s, z = _group_params(W.reshape(W.shape[0], groups, group_size), bits)
+        scales, zeros = s.float(), z.float()
+        perm = torch.argsort(torch.diag(H), descending=True)
+    else:
+        perm = torch.arange(cols)
+    W, H = W[:, perm], H[perm][:, perm]
     H += damp * torch.diag(H).mean() * torch.eye(cols, dtype=H.dtype)
     Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
 
     Q = torch.zeros_like(W)
-    scales = torch.zeros(W.shape[0], cols // group_size, dtype=torch.float32)
-    zeros = torch.zeros_like(scales)
     for i1 in range(0, cols, block_size):
         i2 = min(i1 + block_size, cols)
         W1, Hinv1 = W[:, i1:i2].clone(), Hinv[i1:i2, i1:i2]
         Err1 = torch.zeros_like(W1)
         for i in range(i2 - i1):
-            col = i1 + i
-            if col % group_size == 0:   # the group's range, from the error-updated weights
-                s, z = _group_params(W1[:, i:i + group_size], bits)
-                scales[:, col // group_size], zeros[:, col // group_size] = s, z
+            col = int(perm[i1 + i])       # the column's place in the original order
             g = col // group_size
+            if not act_order and col % group_size == 0:
+                # the group's range, from the error-updated weights still to quantize
+                s, z = _group_params(W1[:, i:i + group_size], bits)
+                scales[:, g], zeros[:, g] = s.float(), z.float()
             s, z = scales[:, g].double(), zeros[:, g].double()
             q = _round(W1[:, i], s, z, bits)
-            Q[:, col] = q
+            Q[:, i1 + i] = q
             err = (W1[:, i] - (q - z) * s) / Hinv1[i, i]
             W1[:, i:] -= err[:, None] * Hinv1[i, i:][None, :]
             Err1[:, i] = err
         W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+    Q = Q[:, torch.argsort(perm)]
     return GroupQuantized(Q.to(torch.uint8), scales, zeros.to(torch.uint8), bits, group_size)
 
 
@@ -203,123 +251,193 @@ def smooth_scales(act_absmax: torch.Tensor, weight: torch.Tensor, alpha: float =
     return (act_absmax.clamp_min(1e-5) ** alpha / w_max ** (1 - alpha)).float()
 
 
-def awq_search(weight: torch.Tensor, inputs: torch.Tensor, bits: int = 4, group_size: int = 32,
-               *, grid: int = 11) -> tuple[torch.Tensor, float]:
-    """AWQ-style search: the input-channel scale ``s = mean|x|^alpha`` (alpha in
-    ``[0, 1]`` on a grid) whose quantized layer best reproduces the float output.
+# --------------------------------------------------------------------------- AWQ
+def awq_scale_groups(block: nn.Module) -> list[tuple[str, tuple[str, ...]]]:
+    """The input-channel scalings AWQ can fold away in one decoder block.
 
-    Returns ``(s, alpha)``; ``alpha = 0`` (``s = 1``) is plain round-to-nearest.
+    Each entry is ``(previous, linears)``: the module whose output is the
+    linears' input (a norm, whose weight can absorb ``1/s``, or a linear, whose
+    output rows can) and the names, inside the block, of the linears that
+    share that input. Known blocks: a ``transformers`` Llama decoder layer and
+    :class:`companion.lm.TinyGPT`'s block (whose MLP input follows a GELU, so
+    only the two norms fold).
+
+    Raises:
+        ValueError: a block of another architecture (there is no general way to
+            know which module feeds a linear).
     """
+    names = {n for n, _ in block.named_modules()}
+    if {"input_layernorm", "self_attn.q_proj", "mlp.down_proj"} <= names:
+        groups = [("input_layernorm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),
+                  ("post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj")),
+                  ("mlp.up_proj", ("mlp.down_proj",))]
+        v, o = block.get_submodule("self_attn.v_proj"), block.get_submodule("self_attn.o_proj")
+        if v.out_features == o.in_features:   # no grouped-query sharing of the values
+            groups.append(("self_attn.v_proj", ("self_attn.o_proj",)))
+        return groups
+    if {"ln1", "attn.qkv", "ln2", "mlp.0"} <= names:
+        return [("ln1", ("attn.qkv",)), ("ln2", ("mlp.0",))]
+    raise ValueError(f"AWQ does not know which module feeds each linear of a "
+                     f"{type(block).__name__}; supported: transformers Llama, TinyGPT")
+
+
+@torch.no_grad()
+def fold_scales_(previous: nn.Module, layers: Iterable[nn.Linear], s: torch.Tensor) -> None:
+    """Scale input channel ``j`` of ``layers`` by ``s_j`` and the output ``j`` of
+    ``previous`` (a norm's weight and bias, or a linear's rows) by ``1/s_j``: the
+    float model computes the same function, and no extra operation runs."""
+    s = check_tensor(s, "s", floating=True)
+    if isinstance(previous, nn.Linear):
+        previous.weight.div_(s[:, None].to(previous.weight.dtype))
+    else:
+        if getattr(previous, "weight", None) is None:
+            raise ValueError(f"previous ({type(previous).__name__}) has no weight to absorb 1/s")
+        previous.weight.div_(s.to(previous.weight.dtype))
+    if getattr(previous, "bias", None) is not None:
+        previous.bias.div_(s.to(previous.bias.dtype))
+    for lin in layers:
+        lin.weight.mul_(s[None, :].to(lin.weight.dtype))
+
+
+def awq_clip(weight: torch.Tensor, inputs: torch.Tensor, bits: int = 4, group_size: int = 32,
+             *, grid: int = 11, max_shrink: float = 0.5) -> torch.Tensor:
+    """AWQ's clipping search: shrink each group's range to ``r * [min, max]`` with
+    ``r`` in ``[1 - max_shrink, 1]`` (``grid`` values), separately for every
+    (output row, group), choosing the ``r`` whose rounding error changes the
+    layer's output on ``inputs`` the least. Returns the clipped weight."""
     weight = check_tensor(weight, "weight", floating=True)
     inputs = check_tensor(inputs, "inputs", floating=True)
     if weight.dim() != 2 or inputs.dim() != 2 or inputs.shape[1] != weight.shape[1]:
         raise ValueError("inputs must be (n, in) with in = weight.shape[1]")
+    bits, group_size = _check_bits_group(bits, group_size, weight.shape[1])
     grid = check_int(grid, "grid", min_value=2)
-    x_mean = inputs.abs().mean(dim=0).clamp_min(1e-5)
-    ref = inputs @ weight.T
-    best = (float("inf"), torch.ones_like(x_mean), 0.0)
-    for alpha in torch.linspace(0, 1, grid).tolist():
-        s = x_mean ** alpha
-        s = s / (s.max() * s.min()).sqrt()   # keep the scales around 1
-        w = dequantize_groupwise(quantize_groupwise(weight * s, bits, group_size)) / s
-        err = (inputs @ w.T - ref).pow(2).mean().item()
-        if err < best[0]:
-            best = (err, s, alpha)
-    return best[1], best[2]
+    max_shrink = check_float(max_shrink, "max_shrink", min_value=0.0, max_value=1.0,
+                             max_inclusive=False)
+    out, cols = weight.shape
+    w = weight.detach().float().reshape(out, -1, group_size)
+    x = inputs.float().reshape(len(inputs), -1, group_size)          # (n, groups, g)
+    lo, hi = w.amin(-1, keepdim=True), w.amax(-1, keepdim=True)
+    best_err = torch.full(w.shape[:2], float("inf"))
+    best = w.clone()
+    for r in torch.linspace(1.0, 1.0 - max_shrink, grid).tolist():
+        c = torch.clamp(w, r * lo, r * hi)
+        q = dequantize_groupwise(quantize_groupwise(c.reshape(out, cols), bits, group_size))
+        d = q.reshape(out, -1, group_size) - w
+        err = torch.einsum("ngj,ogj->nog", x, d).pow(2).sum(0)       # (out, groups)
+        better = err < best_err
+        best_err = torch.where(better, err, best_err)
+        best = torch.where(better[..., None], c, best)
+    return best.reshape(out, cols)
 
 
+@torch.no_grad()
+def _awq_block_(bc: BlockCalibration, chosen: set[str], prefix: str, bits: int,
+                group: dict[str, int], grid: int, num_batches: int) -> dict[str, torch.Tensor]:
+    """Search and fold AWQ's scales in one block; return the linears' new inputs."""
+    block = bc.block
+    assert block is not None
+    inputs = dict(bc.inputs)
+    ref = torch.cat(bc.run(num_batches))
+    for prev_name, names in awq_scale_groups(block):
+        full = [prefix + n for n in names]
+        if not all(f in chosen for f in full):   # fold only when every sharer is quantized
+            continue
+        lins = [block.get_submodule(n) for n in names]
+        x_mean = inputs[full[0]].abs().mean(0).clamp_min(1e-5)
+        originals = [lin.weight.detach().clone() for lin in lins]
+        best = (float("inf"), None)
+        for alpha in (i / grid for i in range(grid)):
+            s = x_mean ** alpha
+            s = s / (s.max() * s.min()).sqrt()
+            for f, lin, w in zip(full, lins, originals, strict=True):
+                g = quantize_groupwise(w * s, bits, group[f])
+                lin.weight.copy_(dequantize_groupwise(g) / s)
+            err = (torch.cat(bc.run(num_batches)) - ref).pow(2).mean().item()
+            if err < best[0]:
+                best = (err, s)
+        for lin, w in zip(lins, originals, strict=True):
+            lin.weight.copy_(w)
+        s = best[1]
+        fold_scales_(block.get_submodule(prev_name), lins, s)
+        for f in full:
+            inputs[f] = inputs[f] / s
+    return inputs
+
+
+# --------------------------------------------------------------------------- modules
 class QuantizedLinear(nn.Module):
     """A linear layer whose weight is stored as group-wise integer codes.
 
-    Buffers: ``codes`` (two 4-bit codes per byte for ``bits <= 4``, else one
-    per byte), ``scale`` (fp16), ``zero`` (uint8), optional ``input_scale``
-    (AWQ: the input is divided by it) and ``bias``.
+    Buffers: ``codes`` (the codes packed at their bit width, :func:`pack_bits`),
+    ``scale`` (fp16), ``zero`` (uint8, packed like the codes) and ``bias``. The
+    forward pass dequantizes and runs a float matmul: a reference of the
+    arithmetic, not a fast path (:mod:`companion.llm.kernels` has those).
     """
 
-    def __init__(self, g: GroupQuantized, bias: torch.Tensor | None,
-                 input_scale: torch.Tensor | None = None) -> None:
+    def __init__(self, g: GroupQuantized, bias: torch.Tensor | None) -> None:
         super().__init__()
         self.bits, self.group_size = g.bits, g.group_size
         self.out_features, self.in_features = g.q.shape
-        packed = pack_int4(g.q) if g.bits <= 4 else g.q
-        self.register_buffer("codes", packed)
+        self.register_buffer("codes", pack_bits(g.q, g.bits))
         self.register_buffer("scale", g.scale.half())
-        self.register_buffer("zero", g.zero)
-        self.register_buffer("input_scale", None if input_scale is None else input_scale.float())
+        self.register_buffer("zero", pack_bits(g.zero.to(torch.uint8), g.bits))
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
 
+    def quantized(self) -> GroupQuantized:
+        """The codes, scales and zero points, unpacked."""
+        groups = self.in_features // self.group_size
+        q = unpack_bits(self.codes, self.bits, (self.out_features, self.in_features))
+        z = unpack_bits(self.zero, self.bits, (self.out_features, groups))
+        return GroupQuantized(q, self.scale, z, self.bits, self.group_size)
+
     def weight_float(self) -> torch.Tensor:
-        q = unpack_int4(self.codes) if self.bits <= 4 else self.codes
-        g = GroupQuantized(q, self.scale, self.zero, self.bits, self.group_size)
-        w = dequantize_groupwise(g)
-        return w / self.input_scale if self.input_scale is not None else w
+        return dequantize_groupwise(self.quantized())
+
+    def bits_per_weight(self) -> float:
+        """Stored bits per weight, scales and zero points included."""
+        stored = self.codes.nbytes + self.scale.nbytes + self.zero.nbytes
+        return 8 * stored / (self.out_features * self.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight_float().to(x.dtype), self.bias)
 
     def extra_repr(self) -> str:
         return (f"in={self.in_features}, out={self.out_features}, bits={self.bits}, "
-                f"group_size={self.group_size}, awq={self.input_scale is not None}")
-
-
-def _linears(model: nn.Module, filter_fn: Callable[[nn.Module, str], bool] | None
-             ) -> list[tuple[str, nn.Linear]]:
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)
-            and (filter_fn is None or filter_fn(m, n))]
-
-
-@torch.inference_mode()
-def linear_inputs(model: nn.Module, layer: nn.Module, calibration: Iterable[torch.Tensor],
-                  *, max_rows: int = 4096) -> torch.Tensor:
-    """The rows that ``layer`` receives while ``model`` runs on ``calibration``
-    (an iterable of token batches), flattened to ``(n, in_features)``; at most
-    ``max_rows`` rows (evenly spaced)."""
-    check_module(model, "model")
-    check_module(layer, "layer")
-    max_rows = check_int(max_rows, "max_rows", min_value=1)
-    rows: list[torch.Tensor] = []
-    handle = layer.register_forward_pre_hook(
-        lambda _m, args: rows.append(args[0].detach().reshape(-1, args[0].shape[-1]).float()))
-    try:
-        with evaluating(model):
-            for batch in calibration:
-                model(batch)
-    finally:
-        handle.remove()
-    if not rows:
-        raise ValueError("calibration must yield at least one batch")
-    x = torch.cat(rows)
-    if len(x) > max_rows:
-        x = x[torch.linspace(0, len(x) - 1, max_rows).long()]
-    return x
+                f"group_size={self.group_size}")
 
 
 def activation_absmax(model: nn.Module, calibration: Iterable[torch.Tensor],
                       filter_fn: Callable[[nn.Module, str], bool] | None = None
                       ) -> dict[str, torch.Tensor]:
-    """Per-input-channel ``max |x|`` that every chosen ``nn.Linear`` receives."""
-    check_module(model, "model")
-    calibration = list(calibration)
-    return {name: linear_inputs(model, m, calibration).abs().amax(dim=0)
-            for name, m in _linears(model, filter_fn)}
+    """Per-input-channel ``max |x|`` that every chosen ``nn.Linear`` receives
+    (default: the linears inside the decoder blocks)."""
+    return {name: x.abs().amax(dim=0) for bc in block_inputs(model, calibration, filter_fn)
+            for name, x in bc.inputs.items()}
 
 
-def quantize_lm(model: nn.Module, *, bits: int = 4, group_size: int = 32,
+def quantize_lm(model: nn.Module, *, bits: int = 4, group_size: int | None = 32,
                 method: str = "rtn", calibration: Iterable[torch.Tensor] | None = None,
-                filter_fn: Callable[[nn.Module, str], bool] | None = None) -> nn.Module:
-    """A copy of ``model`` with its ``nn.Linear`` weights quantized group-wise.
+                filter_fn: Callable[[nn.Module, str], bool] | None = None,
+                act_order: bool = True, awq_grid: int = 10, awq_batches: int = 1
+                ) -> nn.Module:
+    """A copy of ``model`` with its linear weights quantized group-wise.
 
     Args:
-        bits: 2 to 8.
-        group_size: input weights per scale; must divide every chosen layer's
-            input features.
-        method: ``"rtn"`` (round to nearest), ``"gptq"`` or ``"awq"``; the
-            last two need ``calibration``.
+        bits: 2 to 8; the codes are stored packed at that width.
+        group_size: input weights per scale and zero point; must divide every
+            chosen layer's input features. ``None``: one group per output row
+            (per-channel).
+        method: ``"rtn"`` (round to nearest), ``"gptq"`` (with ``act_order``
+            and static groups by default) or ``"awq"`` (scale search on the
+            block's output over ``awq_grid`` exponents and ``awq_batches``
+            calibration batches, scales folded into the preceding norm or
+            linear, then the clipping search); the last two need
+            ``calibration`` and go block by block (:func:`block_inputs`), each
+            block seeing the outputs of the quantized blocks before it.
         calibration: an iterable of token batches (``(batch, time)`` int64).
-            GPTQ and AWQ see each layer's inputs with the layers before it
-            already quantized (as the papers do).
         filter_fn: ``filter_fn(module, name) -> bool`` chooses the layers
-            (default: every ``nn.Linear``, the LM head included).
+            (default: the linears inside the decoder blocks, :func:`in_blocks`;
+            the LM head stays float).
 
     Raises:
         ValueError: bits outside 2-8, a group size that does not divide a
@@ -327,31 +445,43 @@ def quantize_lm(model: nn.Module, *, bits: int = 4, group_size: int = 32,
     """
     check_module(model, "model")
     check_choice(method, "method", ("rtn", "gptq", "awq"))
-    layers = _linears(model, filter_fn)
+    check_bool(act_order, "act_order")
+    awq_grid = check_int(awq_grid, "awq_grid", min_value=2)
+    awq_batches = check_int(awq_batches, "awq_batches", min_value=1)
+    out = clone(model).eval()
+    chosen_fn = filter_fn or in_blocks(out)
+    layers = linears(out, chosen_fn)
     if not layers:
         raise ValueError("model has no nn.Linear chosen by filter_fn")
-    for _, m in layers:
-        _check_bits_group(bits, group_size, m.in_features)
-    calib: list[torch.Tensor] = []
-    if method != "rtn":
-        if calibration is None:
-            raise ValueError(f"method={method!r} needs calibration batches")
-        calib = list(calibration)
-        if not calib:
-            raise ValueError("calibration must yield at least one batch")
-    out = clone(model).eval()
-    for name, _ in layers:
+    group = {n: m.in_features if group_size is None else group_size for n, m in layers}
+    for n, m in layers:
+        _check_bits_group(bits, group[n], m.in_features)
+
+    def replace(name: str, g: GroupQuantized) -> None:
         parent_name, _, child = name.rpartition(".")
         parent = out.get_submodule(parent_name) if parent_name else out
-        lin = getattr(parent, child)
-        w, scale = lin.weight.detach().float(), None
-        if method == "gptq":
-            x = linear_inputs(out, lin, calib).double()
-            g = gptq_quantize(w, x.T @ x, bits, group_size)
-        elif method == "awq":
-            scale, _ = awq_search(w, linear_inputs(out, lin, calib), bits, group_size)
-            g = quantize_groupwise(w * scale, bits, group_size)
-        else:
-            g = quantize_groupwise(w, bits, group_size)
-        setattr(parent, child, QuantizedLinear(g, lin.bias, scale))
+        setattr(parent, child, QuantizedLinear(g, getattr(parent, child).bias))
+
+    if method == "rtn":
+        for name, lin in layers:
+            replace(name, quantize_groupwise(lin.weight.detach().float(), bits, group[name]))
+        return out
+    if calibration is None:
+        raise ValueError(f"method={method!r} needs calibration batches")
+    chosen = {n for n, _ in layers}
+    blocks_name = decoder_blocks(out)[0]
+    for bc in block_inputs(out, calibration, chosen_fn):
+        inputs = bc.inputs
+        if method == "awq" and bc.block is not None:
+            inputs = _awq_block_(bc, chosen, f"{blocks_name}.{bc.index}.", bits, group,
+                                 awq_grid, awq_batches)
+        for name, x in inputs.items():
+            w = out.get_submodule(name).weight.detach().float()
+            if method == "gptq":
+                x = x.double()
+                g = gptq_quantize(w, x.T @ x, bits, group[name], act_order=act_order)
+            else:
+                sample = x[torch.linspace(0, len(x) - 1, min(len(x), 512)).long()]
+                g = quantize_groupwise(awq_clip(w, sample, bits, group[name]), bits, group[name])
+            replace(name, g)
     return out

@@ -1,0 +1,142 @@
+"""Weight-only quantized linears on PyTorch's real CPU kernels, for decoding.
+
+At batch 1 a decoder reads every weight once per token, so its speed is set by
+bytes, and fewer bytes per weight is faster *only if a kernel reads the packed
+weights directly*. PyTorch's CPU build has two such kernels:
+
+* ``aten._weight_int4pack_mm_for_cpu``: 4-bit codes packed two per byte, one
+  bf16 scale and one bf16 *float* offset per group of 32-256 input weights
+  (``w = (q - 8) * scale + offset``, the tinygemm layout);
+* ``aten._weight_int8pack_mm``: int8 weights, one scale per output channel.
+
+Both are fast only with **bf16 activations**; with fp32 activations they take
+a slow fallback (measured in section 2.3). :func:`to_weight_only_` therefore
+also turns the rest of the model to bf16. The codes may come from any method
+(round-to-nearest, GPTQ, AWQ): :class:`Int4WeightOnlyLinear` is built from a
+:class:`companion.lm_quant.GroupQuantized`, so the kernel runs exactly the
+codes whose perplexity was measured (the scale is rounded to bf16 on the way).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .._checks import check_choice, check_int, check_module
+from ..lm_quant import GroupQuantized, quantize_groupwise
+
+__all__ = ["Int4WeightOnlyLinear", "Int8WeightOnlyLinear", "to_weight_only_"]
+
+_INT4_GROUPS = (32, 64, 128, 256)
+
+
+class Int4WeightOnlyLinear(nn.Module):
+    """A linear layer stored as packed 4-bit codes, run by ``_weight_int4pack_mm_for_cpu``.
+
+    Args:
+        g: 4-bit group-wise codes of the weight (``g.bits == 4``, ``g.group_size``
+            in 32, 64, 128, 256), e.g. from :func:`companion.lm_quant.quantize_groupwise`
+            or :func:`companion.lm_quant.gptq_quantize`.
+        bias: optional float bias.
+    """
+
+    def __init__(self, g: GroupQuantized, bias: torch.Tensor | None = None) -> None:
+        super().__init__()
+        if g.bits != 4:
+            raise ValueError(f"g.bits must be 4 for the int4 kernel, got {g.bits}")
+        if g.group_size not in _INT4_GROUPS:
+            raise ValueError(f"g.group_size must be one of {_INT4_GROUPS} for the int4 kernel, "
+                             f"got {g.group_size}")
+        self.out_features, self.in_features = g.q.shape
+        self.group_size = g.group_size
+        scale = g.scale.float()
+        # (q - z) * s = (q - 8) * s + (8 - z) * s: the integer zero point becomes a float offset
+        offset = (8 - g.zero.float()) * scale
+        sz = torch.stack([scale, offset], dim=-1).transpose(0, 1).contiguous()
+        self.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(
+            g.q.to(torch.int32).contiguous(), 1))
+        self.register_buffer("scale_offset", sz.to(torch.bfloat16))
+        self.register_buffer("bias", None if bias is None else bias.detach().to(torch.bfloat16))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(
+            x.reshape(-1, shape[-1]).to(torch.bfloat16), self.packed, self.group_size,
+            self.scale_offset)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*shape[:-1], self.out_features).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, group_size={self.group_size}"
+
+
+class Int8WeightOnlyLinear(nn.Module):
+    """A linear layer stored as int8 with one scale per output channel (symmetric,
+    ``scale = max|w_row| / 127``), run by ``_weight_int8pack_mm``."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        check_module(linear, "linear")
+        w = linear.weight.detach().float()
+        scale = (w.abs().amax(dim=1) / 127).clamp_min(1e-12)
+        self.out_features, self.in_features = w.shape
+        self.register_buffer("weight_int8", torch.round(w / scale[:, None]).clamp(-127, 127)
+                             .to(torch.int8))
+        self.register_buffer("scale", scale.to(torch.bfloat16))
+        self.register_buffer("bias", None if linear.bias is None
+                             else linear.bias.detach().to(torch.bfloat16))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        y = torch.ops.aten._weight_int8pack_mm(
+            x.reshape(-1, shape[-1]).to(torch.bfloat16), self.weight_int8, self.scale)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*shape[:-1], self.out_features).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}"
+
+
+def to_weight_only_(model: nn.Module, kind: str, *, group_size: int = 64,
+                    codes: dict[str, GroupQuantized] | None = None,
+                    filter_fn: Callable[[nn.Module, str], bool] | None = None) -> nn.Module:
+    """Turn ``model`` (in place) into a bf16 model whose chosen linears run a real kernel.
+
+    Args:
+        kind: ``"bf16"`` (no quantization), ``"int8"`` (per-channel int8) or
+            ``"int4"`` (4-bit groups of ``group_size``).
+        codes: for ``"int4"``, the codes to use per layer name (from GPTQ, AWQ,
+            ...); layers without an entry are rounded to nearest.
+        filter_fn: ``filter_fn(module, name) -> bool`` chooses the linears
+            (default: all, the LM head included).
+
+    The rest of the model (embeddings, norms) becomes bf16: the kernels want
+    bf16 activations. A tied LM head gets its own quantized copy; the
+    embedding table stays bf16.
+    """
+    check_module(model, "model")
+    check_choice(kind, "kind", ("bf16", "int8", "int4"))
+    group_size = check_int(group_size, "group_size", min_value=1)
+    if kind == "int4" and group_size not in _INT4_GROUPS:
+        raise ValueError(f"group_size must be one of {_INT4_GROUPS} for int4, got {group_size}")
+    codes = dict(codes or {})
+    chosen = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)
+              and (filter_fn is None or filter_fn(m, n))]
+    unknown = set(codes) - {n for n, _ in chosen}
+    if unknown:
+        raise ValueError(f"codes: no chosen linear named {sorted(unknown)[0]!r}")
+    if kind != "bf16":
+        for name, lin in chosen:
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            if kind == "int8":
+                new: nn.Module = Int8WeightOnlyLinear(lin)
+            else:
+                g = codes.get(name) or quantize_groupwise(lin.weight.detach(), 4, group_size)
+                new = Int4WeightOnlyLinear(g, lin.bias)
+            setattr(parent, child, new)
+    return model.to(torch.bfloat16)
