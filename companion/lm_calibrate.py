@@ -50,9 +50,9 @@ def decoder_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
 
 
 def in_blocks(model: nn.Module) -> Callable[[nn.Module, str], bool]:
-    """The default layer choice of :func:`quantize_lm` and :func:`companion.lm_prune.prune_lm`:
-    the linears inside the decoder blocks (not the LM head, whose rows are the
-    vocabulary, nor anything outside the blocks)."""
+    """The default layer choice of :func:`companion.lm_quant.quantize_lm` and
+    :func:`companion.lm_prune.prune_lm`: the linears inside the decoder blocks (not
+    the LM head, whose rows are the vocabulary, nor anything outside the blocks)."""
     prefix = decoder_blocks(model)[0] + "."
     return lambda _m, name: name.startswith(prefix)
 

@@ -25,7 +25,7 @@ to shrink; activations stay float. Every weight row is cut into groups of
 (:func:`pack_bits`: 3-bit codes take 3 bits), fp16 scales, zero points packed
 like the codes. Its forward pass dequantizes and runs a float matmul: the
 reference of the arithmetic and of the file size. The fast kernels that read
-4- and 8-bit weights directly are in :mod:`companion.llm.kernels`.
+4- and 8-bit weights directly are in :mod:`companion.llm`.
 """
 
 from __future__ import annotations
@@ -57,8 +57,9 @@ __all__ = [
     "unpack_bits",
     "gptq_quantize",
     "smooth_scales",
-    "awq_scale_groups",
+    "scale_groups",
     "fold_scales_",
+    "smooth_lm",
     "awq_clip",
     "QuantizedLinear",
     "quantize_lm",
@@ -167,7 +168,7 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, bits: int = 4,
     Args:
         weight: ``(out, in)``.
         hessian: ``(in, in)``, ``X^T X`` of the layer's calibration inputs (any
-            positive factor; see :func:`block_inputs`).
+            positive factor; see :func:`companion.lm_calibrate.block_inputs`).
         damp: fraction of the mean diagonal added to the diagonal (keeps the
             Cholesky factorisation stable).
         block_size: columns updated together (lazy batch updates; without
@@ -252,8 +253,9 @@ def smooth_scales(act_absmax: torch.Tensor, weight: torch.Tensor, alpha: float =
 
 
 # --------------------------------------------------------------------------- AWQ
-def awq_scale_groups(block: nn.Module) -> list[tuple[str, tuple[str, ...]]]:
-    """The input-channel scalings AWQ can fold away in one decoder block.
+def scale_groups(block: nn.Module) -> list[tuple[str, tuple[str, ...]]]:
+    """The input-channel scalings that can be folded away in one decoder block (AWQ's
+    and SmoothQuant's).
 
     Each entry is ``(previous, linears)``: the module whose output is the
     linears' input (a norm, whose weight can absorb ``1/s``, or a linear, whose
@@ -277,7 +279,7 @@ def awq_scale_groups(block: nn.Module) -> list[tuple[str, tuple[str, ...]]]:
         return groups
     if {"ln1", "attn.qkv", "ln2", "mlp.0"} <= names:
         return [("ln1", ("attn.qkv",)), ("ln2", ("mlp.0",))]
-    raise ValueError(f"AWQ does not know which module feeds each linear of a "
+    raise ValueError(f"scale_groups does not know which module feeds each linear of a "
                      f"{type(block).__name__}; supported: transformers Llama, TinyGPT")
 
 
@@ -338,7 +340,7 @@ def _awq_block_(bc: BlockCalibration, chosen: set[str], prefix: str, bits: int,
     assert block is not None
     inputs = dict(bc.inputs)
     ref = torch.cat(bc.run(num_batches))
-    for prev_name, names in awq_scale_groups(block):
+    for prev_name, names in scale_groups(block):
         full = [prefix + n for n in names]
         if not all(f in chosen for f in full):   # fold only when every sharer is quantized
             continue
@@ -364,6 +366,32 @@ def _awq_block_(bc: BlockCalibration, chosen: set[str], prefix: str, bits: int,
     return inputs
 
 
+def smooth_lm(model: nn.Module, calibration: Iterable[torch.Tensor], *, alpha: float = 0.5
+              ) -> nn.Module:
+    """SmoothQuant (Xiao et al. 2023): a float copy of ``model`` whose activation
+    outliers have moved into the weights.
+
+    For every group of linears sharing an input (:func:`scale_groups`), input
+    channel ``j`` is divided by ``s_j = max|x_j|^alpha / max|w_j|^(1-alpha)``
+    (``max|w_j|`` over the group's weights) and the weights' column ``j`` is
+    multiplied by it, folded into the preceding norm or linear
+    (:func:`fold_scales_`): the float model computes the same function, and
+    per-tensor int8 activations lose less. ``max|x_j|`` comes from the
+    calibration batches, block by block.
+    """
+    alpha = check_float(alpha, "alpha", min_value=0.0, max_value=1.0)
+    out = clone(check_module(model, "model")).eval()
+    blocks_name = decoder_blocks(out)[0]
+    for bc in block_inputs(out, calibration):
+        prefix = f"{blocks_name}.{bc.index}."
+        for prev, names in scale_groups(bc.block):
+            lins = [bc.block.get_submodule(n) for n in names]
+            w = torch.cat([lin.weight.detach().float() for lin in lins])
+            s = smooth_scales(bc.inputs[prefix + names[0]].abs().amax(0), w, alpha)
+            fold_scales_(bc.block.get_submodule(prev), lins, s)
+    return out
+
+
 # --------------------------------------------------------------------------- modules
 class QuantizedLinear(nn.Module):
     """A linear layer whose weight is stored as group-wise integer codes.
@@ -371,7 +399,7 @@ class QuantizedLinear(nn.Module):
     Buffers: ``codes`` (the codes packed at their bit width, :func:`pack_bits`),
     ``scale`` (fp16), ``zero`` (uint8, packed like the codes) and ``bias``. The
     forward pass dequantizes and runs a float matmul: a reference of the
-    arithmetic, not a fast path (:mod:`companion.llm.kernels` has those).
+    arithmetic, not a fast path (:mod:`companion.llm` has those).
     """
 
     def __init__(self, g: GroupQuantized, bias: torch.Tensor | None) -> None:
@@ -432,12 +460,13 @@ def quantize_lm(model: nn.Module, *, bits: int = 4, group_size: int | None = 32,
             block's output over ``awq_grid`` exponents and ``awq_batches``
             calibration batches, scales folded into the preceding norm or
             linear, then the clipping search); the last two need
-            ``calibration`` and go block by block (:func:`block_inputs`), each
-            block seeing the outputs of the quantized blocks before it.
+            ``calibration`` and go block by block
+            (:func:`companion.lm_calibrate.block_inputs`), each block seeing
+            the outputs of the quantized blocks before it.
         calibration: an iterable of token batches (``(batch, time)`` int64).
         filter_fn: ``filter_fn(module, name) -> bool`` chooses the layers
-            (default: the linears inside the decoder blocks, :func:`in_blocks`;
-            the LM head stays float).
+            (default: the linears inside the decoder blocks,
+            :func:`companion.lm_calibrate.in_blocks`; the LM head stays float).
 
     Raises:
         ValueError: bits outside 2-8, a group size that does not divide a

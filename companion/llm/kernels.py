@@ -25,11 +25,23 @@ import torch
 from torch import nn
 
 from .._checks import check_choice, check_int, check_module
+from ..lm_calibrate import in_blocks, linears
 from ..lm_quant import GroupQuantized, quantize_groupwise
 
-__all__ = ["Int4WeightOnlyLinear", "Int8WeightOnlyLinear", "to_weight_only_"]
+__all__ = ["Int4WeightOnlyLinear", "Int8WeightOnlyLinear", "W8A8Linear", "to_weight_only_",
+           "to_w8a8_"]
 
 _INT4_GROUPS = (32, 64, 128, 256)
+
+
+def _rows(x: torch.Tensor, out_features: int, bias: torch.Tensor | None,
+          matmul: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Run a 2-D kernel on ``x`` of any leading shape: flatten to rows, add the bias,
+    restore the shape and the caller's dtype."""
+    y = matmul(x.reshape(-1, x.shape[-1]))
+    if bias is not None:
+        y = y + bias
+    return y.reshape(*x.shape[:-1], out_features).to(x.dtype)
 
 
 class Int4WeightOnlyLinear(nn.Module):
@@ -61,13 +73,9 @@ class Int4WeightOnlyLinear(nn.Module):
         self.register_buffer("bias", None if bias is None else bias.detach().to(torch.bfloat16))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        y = torch.ops.aten._weight_int4pack_mm_for_cpu(
-            x.reshape(-1, shape[-1]).to(torch.bfloat16), self.packed, self.group_size,
-            self.scale_offset)
-        if self.bias is not None:
-            y = y + self.bias
-        return y.reshape(*shape[:-1], self.out_features).to(x.dtype)
+        return _rows(x, self.out_features, self.bias, lambda x2: torch.ops.aten.
+                     _weight_int4pack_mm_for_cpu(x2.to(torch.bfloat16), self.packed,
+                                                 self.group_size, self.scale_offset))
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, group_size={self.group_size}"
@@ -90,15 +98,65 @@ class Int8WeightOnlyLinear(nn.Module):
                              else linear.bias.detach().to(torch.bfloat16))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        y = torch.ops.aten._weight_int8pack_mm(
-            x.reshape(-1, shape[-1]).to(torch.bfloat16), self.weight_int8, self.scale)
-        if self.bias is not None:
-            y = y + self.bias
-        return y.reshape(*shape[:-1], self.out_features).to(x.dtype)
+        return _rows(x, self.out_features, self.bias, lambda x2: torch.ops.aten.
+                     _weight_int8pack_mm(x2.to(torch.bfloat16), self.weight_int8, self.scale))
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}"
+
+
+class W8A8Linear(nn.Module):
+    """Weights *and* activations in int8, multiplied by a real int8 GEMM (``torch._int_mm``,
+    int8 x int8 summed in int32), then rescaled to float.
+
+    Weights: symmetric per output channel. Activations: symmetric, quantized at run
+    time with one scale per tensor (``act="per-tensor"``, what SmoothQuant's
+    smoothing is for) or one per token (``act="per-token"``)::
+
+        y = (q_x @ q_w^T) * s_x * s_w      (q_x, q_w int8, the product in int32)
+    """
+
+    def __init__(self, linear: nn.Linear, act: str = "per-tensor") -> None:
+        super().__init__()
+        check_module(linear, "linear")
+        self.act = check_choice(act, "act", ("per-tensor", "per-token"))
+        w = linear.weight.detach().float()
+        scale = (w.abs().amax(dim=1) / 127).clamp_min(1e-12)
+        self.out_features, self.in_features = w.shape
+        q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)
+        self.register_buffer("weight_int8_t", q.t().contiguous())     # (in, out) for _int_mm
+        self.register_buffer("weight_scale", scale)
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        def int8_gemm(x2: torch.Tensor) -> torch.Tensor:
+            x2 = x2.float()
+            absmax = (x2.abs().amax(dim=1, keepdim=True) if self.act == "per-token"
+                      else x2.abs().max())
+            s_x = (absmax / 127).clamp_min(1e-12)
+            q_x = torch.round(x2 / s_x).clamp(-127, 127).to(torch.int8)
+            acc = torch._int_mm(q_x, self.weight_int8_t)             # int32
+            return acc.float() * s_x * self.weight_scale
+
+        return _rows(x, self.out_features, self.bias, int8_gemm)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, act={self.act}"
+
+
+def to_w8a8_(model: nn.Module, *, act: str = "per-tensor",
+             filter_fn: Callable[[nn.Module, str], bool] | None = None) -> nn.Module:
+    """Swap the chosen linears of ``model`` (in place; default: those inside the decoder
+    blocks, :func:`companion.lm_calibrate.in_blocks`) for :class:`W8A8Linear`. The rest
+    stays float32. Smooth the model first (:func:`companion.lm_quant.smooth_lm`) to
+    move activation outliers into the weights."""
+    check_module(model, "model")
+    check_choice(act, "act", ("per-tensor", "per-token"))
+    for name, lin in linears(model, filter_fn or in_blocks(model)):
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, W8A8Linear(lin, act))
+    return model
 
 
 def to_weight_only_(model: nn.Module, kind: str, *, group_size: int = 64,

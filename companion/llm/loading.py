@@ -10,11 +10,14 @@ takes about 15 s; the float weights and the tokenizer are then kept under
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
+import logging
 import os
 import shutil
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,12 +98,27 @@ def check_gguf(path: str | os.PathLike) -> dict[str, Any]:
     return {"architecture": arch, "tensor_types": types, "tensors": len(reader.tensors)}
 
 
-def _quiet_transformers() -> Any:
-    import transformers
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Load without the import-time noise of the packages ``transformers`` pulls in:
+    torchao's warnings about CUDA-only extensions missing from a CPU build, and
+    PyTorch's deprecation notes on torchao's enum registrations (both expected here;
+    errors still show), and without its warnings about GGUF conversion. The loggers'
+    levels are restored afterwards."""
+    quiet = [logging.getLogger(n) for n in ("torchao", "torch.utils._pytree")]
+    levels = [lg.level for lg in quiet]
+    for lg in quiet:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import transformers
 
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    return transformers
+            transformers.logging.set_verbosity_error()
+            yield
+    finally:
+        for lg, level in zip(quiet, levels, strict=True):
+            lg.setLevel(level)
 
 
 def load_smollm2(*, cache: bool = True) -> tuple[nn.Module, Any]:
@@ -125,10 +143,10 @@ def load_smollm2(*, cache: bool = True) -> tuple[nn.Module, Any]:
     if digest != SMOLLM2_SHA256:
         raise ValueError(f"{path} has SHA-256 {digest}, expected {SMOLLM2_SHA256}: "
                          f"reinstall it ({_INSTALL})")
-    transformers = _quiet_transformers()
     folder = default_cache_dir() / f"smollm2-135m-{digest[:12]}"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with _quiet():
+        import transformers
+
         if cache and (folder / "weights.pt").is_file():
             tok = transformers.AutoTokenizer.from_pretrained(folder)
             config = transformers.AutoConfig.from_pretrained(folder)
