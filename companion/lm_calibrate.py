@@ -175,16 +175,19 @@ def _block_steps(model: nn.Module, calib: list[torch.Tensor], blocks_name: str,
 
     with evaluating(model):
         inputs = _first_block_inputs(model, blocks[0], calib)
-        for i, block in enumerate(blocks):
-            prefix = f"{blocks_name}.{i}."
-            layers = [(n, m) for n, m in chosen if n.startswith(prefix)]
-            if layers:
+        per_block = [[(n, m) for n, m in chosen if n.startswith(f"{blocks_name}.{i}.")]
+                     for i in range(len(blocks))]
+        last = max((i for i, layers in enumerate(per_block) if layers), default=-1)
+        for i, block in enumerate(blocks[:last + 1]):   # the blocks after the last chosen
+            if per_block[i]:                            # one need not run
                 def run(num_batches: int | None = None, b: nn.Module = block,
                         ins: list = inputs) -> list[torch.Tensor]:
                     return [_block_output(b(*a, **k)) for a, k in ins[:num_batches]]
 
-                yield BlockCalibration(i, block, collect(layers, run), run)
-            inputs = [((_block_output(block(*a, **k)),) + tuple(a[1:]), k) for a, k in inputs]
+                yield BlockCalibration(i, block, collect(per_block[i], run), run)
+            if i < last:
+                inputs = [((_block_output(block(*a, **k)),) + tuple(a[1:]), k)
+                          for a, k in inputs]
         outside = [(n, m) for n, m in chosen if not n.startswith(blocks_name + ".")]
         if outside:
             def run_model(num_batches: int | None = None) -> list[torch.Tensor]:

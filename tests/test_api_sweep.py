@@ -365,6 +365,9 @@ CASES: list[Case] = [
     Case("lm_quant.pack_bits", lm_quant.pack_bits,
          lambda: {"q": torch.randint(0, 8, (2, 5), dtype=torch.uint8), "bits": 3},
          bad={"q": [torch.full((2, 4), 8, dtype=torch.uint8)], "bits": [0, 9]}),
+    Case("lm_quant.smooth_lm", lm_quant.smooth_lm,
+         lambda: {"model": _lm(), "calibration": _lm_calib(), "alpha": 0.5},
+         bad={"alpha": [-0.1, 1.5], "calibration": [[]]}),
     Case("lm_quant.awq_clip", lm_quant.awq_clip,
          lambda: {"weight": torch.randn(4, 32), "inputs": torch.randn(8, 32), "bits": 4,
                   "group_size": 16},
@@ -502,7 +505,7 @@ NOT_SWEPT: dict[str, str] = {
        for n in ("smollm2_path", "check_gguf", "load_smollm2", "texts", "LMTexts",
                  "Int4WeightOnlyLinear", "Int8WeightOnlyLinear", "to_weight_only_",
                  "weight_bytes_per_token", "kv_cache_bytes_per_token", "greedy_decode",
-                 "decode_speed")},
+                 "decode_speed", "W8A8Linear", "to_w8a8_")},
     **{f"lm_tune.{n}": "a layer or result class; tested in test_lm.py" for n in
        ("LoRALinear", "MemoryBudget")},
     **{f"apps.{n}": "tested in test_apps.py" for n in

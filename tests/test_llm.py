@@ -181,7 +181,7 @@ def test_fold_scales_leave_the_float_model_unchanged(kv_heads):
 
 
 def test_scale_groups_refuse_an_unknown_block():
-    with pytest.raises(ValueError, match="AWQ does not know"):
+    with pytest.raises(ValueError, match="scale_groups does not know"):
         lm_quant.scale_groups(nn.Sequential(nn.Linear(4, 4)))
 
 
@@ -468,3 +468,28 @@ def test_smooth_lm_keeps_the_float_model_and_helps_per_tensor_int8():
     err = lambda mod: (llm.to_w8a8_(copy.deepcopy(mod))(x).logits - ref).pow(2).mean()  # noqa: E731
     assert err(smooth) < 0.5 * err(m)
     assert not isinstance(m.model.layers[0].self_attn.q_proj, llm.W8A8Linear)   # untouched
+
+
+def test_greedy_decode_stops_at_eos():
+    m = _llama()
+    x = _calib(1, 6)[0]
+    full = llm.greedy_decode(m, x, 8)
+    eos = int(full[0, 2])
+    stopped = llm.greedy_decode(m, x, 8, eos_token_id=eos)
+    first = int((full[0] == eos).nonzero()[0])
+    assert torch.equal(stopped, full[:, :first + 1])
+
+
+def test_block_inputs_stop_after_the_last_chosen_block():
+    m, calib = _llama(layers=3), _calib()
+    ran = []
+    for blk in m.model.layers:
+        blk.register_forward_pre_hook(lambda mod, a: ran.append(mod))
+    ref = _hooked_inputs(m, ["model.layers.0.mlp.up_proj"], calib)
+    ran.clear()
+    steps = list(lm_calibrate.block_inputs(
+        m, calib, lambda _m, n: n.startswith("model.layers.0.")))
+    assert [s.index for s in steps] == [0]
+    torch.testing.assert_close(steps[0].inputs["model.layers.0.mlp.up_proj"],
+                               ref["model.layers.0.mlp.up_proj"])
+    assert m.model.layers[2] not in ran and m.model.layers[1] not in ran

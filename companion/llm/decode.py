@@ -52,9 +52,12 @@ def kv_cache_bytes_per_token(config: Any, dtype: torch.dtype = torch.float32) ->
 
 
 @torch.inference_mode()
-def greedy_decode(model: nn.Module, prompt: torch.Tensor, new_tokens: int) -> torch.Tensor:
-    """Greedy continuation of ``prompt`` (``(1, T)`` int64) by ``new_tokens`` with a KV
-    cache: the prompt runs once (prefill), then one position per step."""
+def greedy_decode(model: nn.Module, prompt: torch.Tensor, new_tokens: int, *,
+                  eos_token_id: int | None = None) -> torch.Tensor:
+    """Greedy continuation of ``prompt`` (``(1, T)`` int64) by up to ``new_tokens`` with
+    a KV cache: the prompt runs once (prefill), then one position per step. With
+    ``eos_token_id`` it stops after that token (timings leave it out, so that every
+    run decodes the same number of tokens)."""
     from transformers import DynamicCache
 
     check_module(model, "model")
@@ -67,6 +70,8 @@ def greedy_decode(model: nn.Module, prompt: torch.Tensor, new_tokens: int) -> to
     logits = model(input_ids=prompt, cache=cache, use_cache=True).logits
     out = [logits[:, -1].argmax(-1, keepdim=True)]
     for _ in range(new_tokens - 1):
+        if eos_token_id is not None and int(out[-1]) == eos_token_id:
+            break
         logits = model(input_ids=out[-1], cache=cache, use_cache=True).logits
         out.append(logits[:, -1].argmax(-1, keepdim=True))
     return torch.cat(out, dim=1)
