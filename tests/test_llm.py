@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from companion import lm, lm_calibrate, lm_prune, lm_quant, prune
+from companion import lm, lm_calibrate, lm_prune, lm_quant, measure, prune
 
 transformers = pytest.importorskip("transformers")
 from companion import llm  # noqa: E402  (needs transformers)
@@ -444,8 +444,10 @@ def test_w8a8_linear_is_the_integer_product():
     lin = nn.Linear(64, 24)
     x = torch.randn(5, 64)
     w8 = llm.W8A8Linear(lin, act="per-token")
-    sw = lin.weight.detach().abs().amax(1) / 127
-    qw = torch.round(lin.weight.detach() / sw[:, None]).clamp(-127, 127).long()
+    qmax = w8.weight_qmax               # 127 with VNNI, 63 without (int16 saturation)
+    assert qmax == (127 if measure.cpu_info().int8_dot_product else 63)
+    sw = lin.weight.detach().abs().amax(1) / qmax
+    qw = torch.round(lin.weight.detach() / sw[:, None]).clamp(-qmax, qmax).long()
     sx = x.abs().amax(1, keepdim=True) / 127
     qx = torch.round(x / sx).clamp(-127, 127).long()
     ref = (qx @ qw.T).float() * sx * sw + lin.bias.detach()     # int64 products, exact
@@ -453,6 +455,17 @@ def test_w8a8_linear_is_the_integer_product():
     assert (w8(x) - lin(x)).abs().max() < 0.05
     with pytest.raises(ValueError, match="act"):
         llm.W8A8Linear(lin, act="per-row")
+    with pytest.raises(ValueError, match="weight_qmax"):
+        llm.W8A8Linear(lin, weight_qmax=128)
+
+
+def test_int8_gemm_is_exact_with_7_bit_weights_on_any_cpu():
+    """What W8A8Linear relies on: torch._int_mm equals the int64 product when the weights
+    fit in 7 bits, whatever the CPU (with AVX2 only, full 8-bit weights saturate)."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randint(-127, 128, (16, 576), generator=g, dtype=torch.int8)
+    b = torch.randint(-63, 64, (576, 64), generator=g, dtype=torch.int8)
+    assert torch.equal(torch._int_mm(a, b).long(), a.long() @ b.long())
 
 
 def test_smooth_lm_keeps_the_float_model_and_helps_per_tensor_int8():
