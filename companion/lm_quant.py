@@ -487,9 +487,7 @@ def quantize_lm(model: nn.Module, *, bits: int = 4, group_size: int | None = 32,
         _check_bits_group(bits, group[n], m.in_features)
 
     def replace(name: str, g: GroupQuantized) -> None:
-        parent_name, _, child = name.rpartition(".")
-        parent = out.get_submodule(parent_name) if parent_name else out
-        setattr(parent, child, QuantizedLinear(g, getattr(parent, child).bias))
+        out.set_submodule(name, QuantizedLinear(g, out.get_submodule(name).bias))
 
     if method == "rtn":
         for name, lin in layers:

@@ -168,9 +168,7 @@ def to_w8a8_(model: nn.Module, *, act: str = "per-tensor",
     check_module(model, "model")
     check_choice(act, "act", ("per-tensor", "per-token"))
     for name, lin in linears(model, filter_fn or in_blocks(model)):
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, W8A8Linear(lin, act))
+        model.set_submodule(name, W8A8Linear(lin, act))
     return model
 
 
@@ -204,12 +202,10 @@ def to_weight_only_(model: nn.Module, kind: str, *, group_size: int = 64,
         raise ValueError(f"codes: no chosen linear named {sorted(unknown)[0]!r}")
     if kind != "bf16":
         for name, lin in chosen:
-            parent_name, _, child = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
             if kind == "int8":
                 new: nn.Module = Int8WeightOnlyLinear(lin)
             else:
                 g = codes.get(name) or quantize_groupwise(lin.weight.detach(), 4, group_size)
                 new = Int4WeightOnlyLinear(g, lin.bias)
-            setattr(parent, child, new)
+            model.set_submodule(name, new)
     return model.to(torch.bfloat16)
