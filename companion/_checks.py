@@ -11,6 +11,11 @@ from typing import Any
 import torch
 from torch import nn
 
+#: How many batches of a ``calibration=`` iterable the calibrating functions read when
+#: the caller does not say (static int8, PT2E, ONNX Runtime, the report). One number,
+#: named once: 8 batches of 32-128 samples fix every observer's range on the book's data.
+CALIBRATION_BATCHES = 8
+
 
 def check_module(value: Any, name: str) -> nn.Module:
     if not isinstance(value, nn.Module):
