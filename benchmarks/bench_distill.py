@@ -111,7 +111,7 @@ def main() -> None:
                 train.fit(s, Jitter(loaders.train, JITTER, seed=seed), epochs=STUDENT_EPOCHS,
                           lr=3e-3, progress=False)
             else:
-                distill.distill(s, teacher, cached, epochs=STUDENT_EPOCHS, lr=3e-3,
+                distill.distill_(s, teacher, cached, epochs=STUDENT_EPOCHS, lr=3e-3,
                                 config=CONFIG)
             test_err[name].append(errors(s, loaders.test))
             val_err[name].append(errors(s, loaders.val))

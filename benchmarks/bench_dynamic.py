@@ -32,7 +32,7 @@ def main() -> None:
     loaders = data.make_loaders(mnist, 64, train_size=20_000)
     train.set_seed(0)
     net = dynamic.EarlyExitNet()
-    dynamic.fit_early_exit(net, loaders.train, epochs=3, lr=1e-3)
+    dynamic.fit_early_exit_(net, loaders.train, epochs=3, lr=1e-3)
     x = torch.from_numpy(mnist.test.x).unsqueeze(1)
     y = torch.from_numpy(mnist.test.y)
     macs = dynamic.exit_macs(net)

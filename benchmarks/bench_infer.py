@@ -56,7 +56,7 @@ def main() -> None:
     xk, yk = data.keras_arrays(mnist.train.take(10_000))
     xk_test, yk_test = data.keras_arrays(mnist.test)
     kmodel = kcore.mnist_keras_model("cnn")
-    kcore.fit_keras(kmodel, xk, yk, epochs=2, batch_size=64, seed=0)
+    kcore.fit_keras_(kmodel, xk, yk, epochs=2, batch_size=64, seed=0)
     tfl32 = kcore.convert_to_tflite(kmodel, mode="float")
     tfl8 = kcore.convert_to_tflite(kmodel, mode="int8", representative_data=xk[:512])
 
@@ -96,7 +96,7 @@ def main() -> None:
                 "LiteRT fp32 (Keras CNN)": kcore.tflite_callable(tfl32, xk_test[:b], num_threads=t),
                 "LiteRT int8 (Keras CNN)": kcore.tflite_callable(tfl8, xk_test[:b], num_threads=t),
             }
-            timing = measure.compare_latency(engines, xb, baseline=base, rounds=30, threads=t)
+            timing = measure.compare_latency(engines, xb, baseline=base, repeats=30, threads=t)
             for name in engines:
                 rows.append({"engine": name, "batch": b, "threads": t,
                              "median_ms": timing.median_ms(name),

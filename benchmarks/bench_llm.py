@@ -38,6 +38,7 @@ from companion.llm import (
     to_weight_only_,
     token_perplexity,
 )
+from companion.quant import QuantizedWeightLayer
 
 OUT = Path(__file__).resolve().parent / "results" / "llm.json"
 SEEDS = (0, 1, 2)
@@ -46,10 +47,11 @@ NAMES = {"w8a8": "W8A8", "w8a8 per-token": "W8A8 per-token act.", "smoothquant":
 
 
 def bits_per_weight(model: torch.nn.Module) -> float:
-    """Stored bits per quantized weight, scales and zero points included."""
-    qs = [m for m in model.modules() if isinstance(m, lm_quant.QuantizedLinear | W8A8Linear)]
-    stored = sum(t.nbytes for m in qs for t in m.buffers() if t is not m.bias)
-    return 8 * stored / sum(m.out_features * m.in_features for m in qs)
+    """Stored bits per quantized weight over the model's quantized linears: each layer's
+    own ``bits_per_weight()`` (scales and zero points included), weighted by its size."""
+    qs = [m for m in model.modules() if isinstance(m, QuantizedWeightLayer | W8A8Linear)]
+    sizes = [m.out_features * m.in_features for m in qs]
+    return sum(m.bits_per_weight() * n for m, n in zip(qs, sizes, strict=True)) / sum(sizes)
 
 
 def quantization(model, tx, ref_ppl) -> list[dict]:
@@ -71,7 +73,9 @@ def quantization(model, tx, ref_ppl) -> list[dict]:
             elif method == "smoothquant":     # alpha 0.5, then per-tensor W8A8
                 q = to_w8a8_(lm_quant.smooth_lm(model, calib, alpha=0.5))
             else:
-                q = lm_quant.quantize_lm(model, bits=bits, group_size=group, method=method,
+                config = {"rtn": lm_quant.RTNConfig, "gptq": lm_quant.GPTQConfig,
+                          "awq": lm_quant.AWQConfig}[method](bits=bits, group_size=group)
+                q = lm_quant.quantize_lm(model, config,
                                          calibration=None if method == "rtn" else calib)
             seconds = time.perf_counter() - t
             ppl = token_perplexity(q, tx.heldout)
@@ -89,7 +93,9 @@ def pruning(model, tx, ref_ppl) -> list[dict]:
     for method in ("magnitude", "wanda"):
         for pattern in ("unstructured", "2:4"):
             for seed in SEEDS if method == "wanda" else (0,):
-                p = lm_prune.prune_lm(model, sparsity=0.5, method=method, pattern=pattern,
+                config = {"magnitude": lm_prune.MagnitudeConfig,
+                          "wanda": lm_prune.WandaConfig}[method](0.5, pattern)
+                p = lm_prune.prune_lm(model, config,
                                       calibration=calibration_batches(tx.calibration,
                                                                       seed=seed))
                 ppl = token_perplexity(p, tx.heldout)
@@ -150,7 +156,7 @@ def decoding(model, tok) -> dict:
                                                                     group_size=64),
                 "W8A8 SmoothQuant (int8 GEMM, head fp32)": to_w8a8_(lm_quant.smooth_lm(
                     model, calibration_batches(texts(tok).calibration, seed=0)))}
-    rows = decode_speed(variants, ids, new_tokens=64, rounds=5, bandwidth=bandwidth)
+    rows = decode_speed(variants, ids, new_tokens=64, repeats=5, bandwidth=bandwidth)
     for r in rows:
         print(r, flush=True)
     peer = llama_cpp_row(tok, ids, model, 64, 5)
@@ -178,7 +184,7 @@ def model_sizes() -> list[dict]:
         params = sum(p.numel() for p in m.parameters())
         variants = {"fp32": m, "int4 g64": to_weight_only_(copy.deepcopy(m), "int4")}
         ids = torch.randint(0, 49152, (1, 16))
-        for r in decode_speed(variants, ids, new_tokens=16, rounds=3, bandwidth=bandwidth):
+        for r in decode_speed(variants, ids, new_tokens=16, repeats=3, bandwidth=bandwidth):
             rows.append({"model": name, "parameters": params, **r})
             print(rows[-1], flush=True)
         del m, variants

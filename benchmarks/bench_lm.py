@@ -32,7 +32,7 @@ def main() -> None:
     kv = {"fp32 ppl": lm.perplexity(model, corpus.val),
           "int8 KV ppl": lm.perplexity(model, corpus.val, int8_kv=True)}
     speed = lm.decode_latency({"with cache": model, "without": model}, prompt, 64,
-                              use_cache={"with cache": True, "without": False}, rounds=7)
+                              use_cache={"with cache": True, "without": False}, repeats=7)
     kv.update({f"tokens/s {k}": 64 / (speed.median_ms(k) / 1000) for k in speed.names})
     print(kv)
 

@@ -106,7 +106,7 @@ def main() -> None:
     rows.append(han_row("Han 2015 LeNet-5", lenet5))
 
     # 3. Storage of the pruned LeNet-300-100 (Deep Compression's 40x)
-    dense_bytes = measure.model_size_bytes(models.LeNet300100())
+    dense_bytes = measure.state_dict_bytes(models.LeNet300100())
     cfg = sparse.SparseConfig(index="delta", values="kmeans", bits=5, codec="lzma")
     with tempfile.TemporaryDirectory() as tmp:
         file_bytes = sparse.save(mlp["model"], Path(tmp) / "lenet300.spz", cfg)
@@ -138,7 +138,7 @@ def main() -> None:
     x = torch.randn(64, 1, 28, 28)
     fast = {name: infer.fastest_fp32(m, x, threads=THREADS) for name, m in
             (("dense", dense5), ("pruned", small))}
-    timing = measure.compare_latency({k: f.model for k, f in fast.items()}, x, rounds=30,
+    timing = measure.compare_latency({k: f.model for k, f in fast.items()}, x, repeats=30,
                                      threads=THREADS)
     speedup = timing.speedup("pruned")
     rows.append({"experiment": "channel pruning 30% (MIT 6.5940)", "ratio": 1.7})

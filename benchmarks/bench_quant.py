@@ -60,7 +60,7 @@ def torch_rows(ds) -> list[dict]:
             "static int8": quant.quantize_model(
                 model, quant.StaticInt8Config(num_batches=20), calibration=loaders.train)}
         table = measure.compare(variants, batch, loaders.test, baseline=f"fp32 {fast.name}",
-                                rounds=RUNS, threads=THREADS, title=name)
+                                repeats=RUNS, threads=THREADS, title=name)
         rows += [{"engine": "ONNX Runtime" if "ONNX" in r["variant"] else "PyTorch",
                   "model": name, **r} for r in table.rows]
     return rows
@@ -128,7 +128,7 @@ def litert_rows(ds) -> list[dict]:
     rows = []
     for name, model in (("Keras CNN (article 002)", core.mnist_keras_model("cnn")),
                         ("SmallCNN (Keras copy)", keras_small_cnn())):
-        core.fit_keras(model, x, y, epochs=EPOCHS, seed=0)
+        core.fit_keras_(model, x, y, epochs=EPOCHS, seed=0)
         rows += _litert_model_rows(core, name, model, x, xt, yt)
     return rows
 
@@ -142,7 +142,7 @@ def _litert_model_rows(core, name, model, x, xt, yt) -> list[dict]:
         {mode: measure.Variant(run=core.tflite_callable(blob, xt[:BATCH], num_threads=THREADS),
                                predict=lambda b, blob=blob: core.tflite_predict(blob, b.numpy()),
                                size_bytes=len(blob))
-         for mode, blob in blobs.items()}, eval_data=eval_data, rounds=RUNS, threads=THREADS,
+         for mode, blob in blobs.items()}, eval_data=eval_data, repeats=RUNS, threads=THREADS,
         title=f"LiteRT, {name}", batch_size=BATCH)
     return [{"engine": "LiteRT", "model": name, **r} for r in table.rows]
 

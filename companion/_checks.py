@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterable, Iterator
 from numbers import Integral, Real
 from typing import Any
 
@@ -100,6 +102,84 @@ def check_example_input(value: Any, name: str = "example_input") -> tuple:
     return args
 
 
+def check_calibration(value: Any, name: str = "calibration") -> Iterable:
+    """An iterable of calibration batches (a DataLoader, a list of ``(inputs, labels)``
+    pairs or of input tensors); a string, a lone tensor or array, or None is refused."""
+    if isinstance(value, (str, bytes, torch.Tensor)) or type(value).__name__ == "ndarray" \
+            or not isinstance(value, Iterable):
+        raise TypeError(f"{name} must be an iterable of batches (a DataLoader, or a list of "
+                        f"(inputs, labels) pairs or input tensors; wrap one tensor x as [x]), "
+                        f"got {type(value).__name__}")
+    return value
+
+
+def batch_inputs(batch: Any, name: str = "calibration") -> tuple:
+    """The positional inputs of one ``(inputs, labels)`` batch or bare inputs batch."""
+    inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
+    return check_example_input(inputs, f"{name}: each batch's inputs")
+
+
+def run_calibration(model: Callable[..., Any], calibration: Iterable,
+                    num_batches: int | None = CALIBRATION_BATCHES, *,
+                    device: torch.device | str | None = None,
+                    name: str = "calibration") -> int:
+    """Run ``model`` on the inputs of the first ``num_batches`` batches of ``calibration``.
+
+    The library's one calibration loop (static int8 observers, fake-quantize
+    ranges, PT2E, ONNX Runtime). Gradients are off; the caller sets the
+    model's mode.
+
+    Args:
+        model: any callable taking a batch's inputs (a module, a prepared
+            graph, a function that keeps the batches).
+        calibration: yields ``(inputs, labels)`` or input tensors.
+        num_batches: stop after this many batches; ``None``: all of them.
+        device: move each batch's inputs here first (default: as they are).
+        name: the argument's name in error messages.
+
+    Returns:
+        The number of samples run (the first dimension of each batch's inputs).
+
+    Raises:
+        TypeError: ``calibration`` is not an iterable of batches, or a batch's
+            inputs are not tensors.
+        ValueError: ``calibration`` yields no batch, or ``num_batches`` < 1.
+    """
+    check_calibration(calibration, name)
+    if num_batches is not None:
+        num_batches = check_int(num_batches, "num_batches", min_value=1)
+    batches = samples = 0
+    with torch.no_grad():
+        for batch in calibration:
+            args = batch_inputs(batch, name)
+            if device is not None:
+                args = tuple(a.to(device) for a in args)
+            model(*args)
+            batches += 1
+            samples += int(args[0].shape[0]) if args[0].dim() else 1
+            if num_batches is not None and batches >= num_batches:
+                break
+    if not batches:
+        raise ValueError(f"{name} yielded no batch")
+    return samples
+
+
+@contextlib.contextmanager
+def quiet_loggers(*names: str) -> Iterator[None]:
+    """Raise the loggers ``names`` (and so their children) to ERROR for the block: a
+    library's notices silenced at their source, its errors still shown. Their levels
+    are restored afterwards."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def first_line(err: BaseException, limit: int = 160) -> str:
     """One short line saying why: the first line of ``err``'s message, cut at ``limit``."""
     text = str(err).strip().splitlines()
@@ -144,3 +224,16 @@ def own_public_names(namespace: dict[str, Any], package: str) -> None:
         if not name.startswith("_") and (getattr(obj, "__module__", None) or "").startswith(
                 f"{package}."):
             obj.__module__ = package
+
+
+@contextlib.contextmanager
+def silenced_fd(fd: int):
+    """Send what C/C++ code writes to file descriptor ``fd`` to /dev/null for the block."""
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), fd)
+            yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)

@@ -9,8 +9,8 @@ backward pass and the gradients divided by it before the step
 (``torch.amp.GradScaler``). bfloat16 has float32's exponent range and needs
 no scaling (Micikevicius et al. 2018).
 
-* :func:`amp_step`: one training step under autocast, with an optional scaler;
-* :func:`fit_amp`: :func:`companion.train.fit` in a precision, with a report;
+* :func:`amp_step_`: one training step under autocast, with an optional scaler;
+* :func:`fit_amp_`: :func:`companion.train.fit` in a precision, with a report;
 * :func:`underflow_report`: how many gradient values a low-precision
   backward pass loses, with and without a loss scale;
 * :func:`throughput`: training images per second in fp32 / bf16 / fp16.
@@ -21,38 +21,31 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
 from ._checks import check_float, check_int, check_module, check_tensor
 from ._timing import time_calls
-from .train import (
-    PRECISIONS,
-    _default_batch_loss,
-    _model_device,
-    _train_step,
-    clone,
-    evaluate,
-    fit,
-    logits_of,
-    resolve_precision,
-)
+from .train import PRECISIONS, clone, evaluate, fit, logits_of, resolve_precision
+from .train.evaluation import _model_device
+from .train.loop import _default_batch_loss, _train_step
 
 __all__ = [
     "AmpReport",
     "UnderflowReport",
-    "amp_step",
-    "fit_amp",
+    "amp_step_",
+    "fit_amp_",
     "underflow_report",
     "throughput",
 ]
 
 
-def amp_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-             y: torch.Tensor, *, precision: str | torch.dtype = "bf16",
-             scaler: torch.amp.GradScaler | None = None) -> tuple[float, bool]:
+def amp_step_(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+              y: torch.Tensor, *, precision: str | torch.dtype = "bf16",
+              scaler: torch.amp.GradScaler | None = None) -> tuple[float, bool]:
     """One optimizer step with the forward pass under autocast.
 
     The parameters stay in their own dtype (float32 master weights); autocast
@@ -85,7 +78,7 @@ def amp_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor
 
 @dataclass
 class AmpReport:
-    """What :func:`fit_amp` saw: losses, skipped steps, accuracy, time and dtypes.
+    """What :func:`fit_amp_` saw: losses, skipped steps, accuracy, time and dtypes.
 
     ``seconds`` is wall-clock time; ``cpu_seconds`` the CPU time of this
     process (summed over its threads), which a busy shared machine disturbs less.
@@ -105,10 +98,20 @@ class AmpReport:
     def images_per_s(self) -> float:
         return self.images / self.seconds if self.seconds else float("nan")
 
+    def as_row(self) -> dict[str, Any]:
+        """The scalar fields and ``images_per_s``; the per-step ``losses`` and
+        ``scales`` become their count (``steps``) and last values."""
+        row = {k: v for k, v in asdict(self).items() if k not in ("losses", "scales")}
+        row["param_dtypes"] = ", ".join(self.param_dtypes)
+        return {**row, "steps": len(self.losses),
+                "final_loss": self.losses[-1] if self.losses else float("nan"),
+                "final_scale": self.scales[-1] if self.scales else float("nan"),
+                "images_per_s": self.images_per_s}
 
-def fit_amp(model: nn.Module, loader: Iterable, *, precision: str = "bf16", epochs: int = 1,
-            lr: float = 1e-3, loss_scaling: bool | None = None, init_scale: float = 2.0 ** 16,
-            test_loader: Iterable | None = None, max_steps: int | None = None) -> AmpReport:
+
+def fit_amp_(model: nn.Module, loader: Iterable, *, precision: str = "bf16", epochs: int = 1,
+             lr: float = 1e-3, loss_scaling: bool | None = None, init_scale: float = 2.0 ** 16,
+             test_loader: Iterable | None = None, max_steps: int | None = None) -> AmpReport:
     """Train ``model`` in place with :func:`companion.train.fit` in ``precision`` (Adam),
     and report the losses, the skipped steps and the loss scales.
 
@@ -170,6 +173,9 @@ class UnderflowReport:
     relative_error: float
     overflow: bool
 
+    def as_row(self) -> dict[str, Any]:
+        return asdict(self)
+
 
 def underflow_report(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                      precision: str = "fp16", loss_scale: float = 1.0) -> UnderflowReport:
@@ -201,16 +207,27 @@ def underflow_report(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
 
 
 def throughput(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, precision: str = "fp32",
-               steps: int = 20, warmup: int = 3) -> float:
+               repeats: int = 20, warmup: int = 3) -> float:
     """Training images per second of a copy of ``model`` on one repeated batch.
 
-    ``len(x)`` divided by the median time of one :func:`amp_step`, timed by
+    ``len(x)`` divided by the median time of one :func:`amp_step_`, timed by
     the library's one timing loop on the model's device (synchronizing CUDA,
     with the current thread count); fp16 uses a GradScaler.
+
+    Args:
+        model: copied; the copy takes the steps (``model`` is not changed).
+        x, y: the one batch.
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+        repeats: timed training steps (the median is used).
+        warmup: untimed steps first.
+
+    Raises:
+        TypeError, ValueError: a bad ``model``, ``x``, ``precision``, ``repeats``
+            (< 1) or ``warmup`` (< 0).
     """
     check_module(model, "model")
     x = check_tensor(x, "x", floating=True)
-    steps = check_int(steps, "steps", min_value=1)
+    repeats = check_int(repeats, "repeats", min_value=1)
     warmup = check_int(warmup, "warmup", min_value=0)
     dtype = resolve_precision(precision)
     m = clone(model).train()
@@ -218,7 +235,7 @@ def throughput(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, precision:
     x, y = x.to(device), y.to(device)
     opt = torch.optim.Adam(m.parameters(), lr=1e-4)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
-    times, _ = time_calls({"step": lambda i: amp_step(m, opt, x, y, precision=dtype,
-                                                      scaler=scaler)},
-                          repeats=steps, warmup=warmup, threads=None, device=device)
+    times, _ = time_calls({"step": lambda i: amp_step_(m, opt, x, y, precision=dtype,
+                                                       scaler=scaler)},
+                          repeats=repeats, warmup=warmup, threads=None, device=device)
     return len(x) / (statistics.median(times["step"]) / 1000)

@@ -4,9 +4,10 @@ None of these is a real product; each keeps the *measurement* that matters
 for its application, on data that ships offline:
 
 * **recommendation**: an embedding-table model (matrix factorization) on
-  generated user-item interactions; :func:`quantize_rows_int8` stores the
-  tables as int8 with one scale per row, and :func:`recall_at_k` measures
-  ranking quality before and after;
+  generated user-item interactions; :func:`quantized_recommender` stores the
+  tables as int8 with one scale per row (:func:`companion.quant.quantize`,
+  symmetric, ``axis=0``), and :func:`recall_at_k` measures ranking quality
+  before and after;
 * **latency-bounded perception**: :func:`frame_latencies` times a model one
   frame at a time and :class:`BudgetReport` says how many frames met a
   per-frame budget;
@@ -17,7 +18,6 @@ for its application, on data that ships offline:
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,17 +28,15 @@ from torch import nn
 
 from ._checks import check_float, check_int, check_tensor
 from ._timing import time_calls
+from .quant.affine import dequantize, quantize
 from .train import fit
 
 __all__ = [
     "Interactions",
     "make_interactions",
     "MatrixFactorization",
-    "fit_recommender",
+    "fit_recommender_",
     "recall_at_k",
-    "quantize_rows_int8",
-    "dequantize_rows",
-    "table_bytes",
     "quantized_recommender",
     "frame_latencies",
     "BudgetReport",
@@ -117,7 +115,7 @@ class _ShuffledPairs:
             yield tuple(self.pairs[order[start:start + self.batch_size]].T)
 
 
-def fit_recommender(model: MatrixFactorization, data: Interactions, *, epochs: int = 10,
+def fit_recommender_(model: MatrixFactorization, data: Interactions, *, epochs: int = 10,
                     batch_size: int = 1024, lr: float = 0.02, weight_decay: float = 1e-5,
                     seed: int = 0) -> list[float]:
     """Train in place with the BPR loss (a positive item should outscore a random one),
@@ -151,47 +149,12 @@ def recall_at_k(scores: torch.Tensor, data: Interactions, k: int = 10) -> float:
     return float(hits.mean())
 
 
-def quantize_rows_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric int8 quantization with one scale per row (per embedding vector).
-
-    Returns:
-        ``(codes, scales)``: int8 codes of ``weight``'s shape and float32
-        scales of shape ``(rows,)``, with ``weight ~= codes * scales[:, None]``
-        and an error of at most ``scale / 2`` per entry.
-    """
-    weight = check_tensor(weight, "weight", floating=True)
-    if weight.dim() != 2:
-        raise ValueError(f"weight must be 2-D (rows, dim), got shape {tuple(weight.shape)}")
-    w = weight.detach().float()
-    scales = w.abs().amax(1) / 127
-    scales = torch.where(scales > 0, scales, torch.ones_like(scales))   # all-zero rows
-    codes = torch.clamp(torch.round(w / scales[:, None]), -127, 127).to(torch.int8)
-    return codes, scales
-
-
-def dequantize_rows(codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
-    """Float32 rows back from :func:`quantize_rows_int8`'s output."""
-    if not isinstance(codes, torch.Tensor) or codes.dtype != torch.int8:
-        raise TypeError("codes must be an int8 tensor")
-    scales = check_tensor(scales, "scales", floating=True)
-    if scales.shape != codes.shape[:1]:
-        raise ValueError(f"scales must have shape {tuple(codes.shape[:1])}, "
-                         f"got {tuple(scales.shape)}")
-    return codes.float() * scales[:, None]
-
-
-def table_bytes(tensors: dict[str, torch.Tensor]) -> int:
-    """Bytes of ``torch.save(tensors)``: the file that would be shipped."""
-    if not isinstance(tensors, dict):
-        raise TypeError(f"tensors must be a dict of tensors, got {type(tensors).__name__}")
-    buf = io.BytesIO()
-    torch.save(tensors, buf)
-    return len(buf.getvalue())
-
-
 def quantized_recommender(
         model: MatrixFactorization) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Int8 row-wise tables of ``model`` (not modified) and the scores they give.
+
+    Each embedding row gets one scale: ``companion.quant.quantize(table, 8,
+    symmetric=True, axis=0)`` (int8 codes, error at most ``scale / 2``).
 
     Returns:
         ``(stored, scores)``: the dict that would be stored (codes, scales,
@@ -199,12 +162,13 @@ def quantized_recommender(
     """
     if not isinstance(model, MatrixFactorization):
         raise TypeError(f"model must be a MatrixFactorization, got {type(model).__name__}")
-    uc, us = quantize_rows_int8(model.user.weight)
-    ic, is_ = quantize_rows_int8(model.item.weight)
-    stored = {"user_codes": uc, "user_scales": us, "item_codes": ic, "item_scales": is_,
+    users = quantize(model.user.weight.detach(), 8, symmetric=True, axis=0)
+    items = quantize(model.item.weight.detach(), 8, symmetric=True, axis=0)
+    stored = {"user_codes": users.codes, "user_scales": users.scale,
+              "item_codes": items.codes, "item_scales": items.scale,
               "item_bias": model.item_bias.detach().clone()}
     with torch.no_grad():
-        scores = dequantize_rows(uc, us) @ dequantize_rows(ic, is_).T + stored["item_bias"]
+        scores = dequantize(users) @ dequantize(items).T + stored["item_bias"]
     return stored, scores
 
 

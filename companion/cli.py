@@ -47,23 +47,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-# the loading half lives in cli_load; every name of it stays importable from here
-from .cli_load import (  # noqa: F401
-    _EXPORT_HELP,
-    _NPZ_HELP,
-    _STATE_DICT_HELP,
-    _build,
-    _check_fits,
-    _check_model_on_data,
-    _companion_arch,
-    _import_arch,
-    _inputs,
-    _labels,
-    _read_state_dict,
-    _reason,
-    load_eval_data,
-    load_model,
-)
+from .cli_load import load_eval_data, load_model
 
 __all__ = ["main", "load_model", "load_eval_data"]
 
@@ -128,7 +112,8 @@ def _fail(message: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``companion report``; 0 on success, 2 (one line on stderr) on a user error."""
-    from .report import ReportConfig, optimization_report, plot_report
+    from .report import ReportConfig, _check_first_batch, optimization_report, plot_report
+    from .train import logits_of
 
     args = _parser().parse_args(argv)
     try:
@@ -140,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                               repeats=args.repeats)
         model = load_model(args.model, args.arch, _arch_kwargs(args.arch_kwargs))
         eval_loader, calib = load_eval_data(args.data, args.test_size)
-        _check_model_on_data(model, eval_loader, Path(args.data))
+        _check_first_batch(model, eval_loader, logits_of, source=f"--data {args.data}")
     except (ValueError, TypeError, OSError) as err:   # OSError: MNIST files missing, say
         return _fail(str(err))
     try:

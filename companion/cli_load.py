@@ -25,8 +25,6 @@ from ._checks import first_line
 
 _STATE_DICT_HELP = ("save a state dict with torch.save(model.state_dict(), path) and pass "
                     "--arch, or a .pt2 archive with torch.export.save")
-_EXPORT_HELP = ("export with a dynamic batch: torch.export.export(model.eval(), (x,), "
-                "dynamic_shapes=({0: torch.export.Dim('batch')},))")
 
 
 def _reason(err: BaseException, limit: int = 200) -> str:
@@ -317,39 +315,3 @@ def load_eval_data(spec: str, test_size: int | None, batch_size: int = 256
     calib = (DataLoader(TensorDataset(xc, torch.zeros(len(xc), dtype=torch.long)),
                         batch_size=batch_size) if xc is not None else None)
     return eval_loader, calib
-
-
-def _check_model_on_data(model: nn.Module, loader: DataLoader, path: Path) -> None:
-    """One forward pass on the first batch; labels against the number of logits."""
-    from .infer import is_exported
-    from .report import _logits
-
-    xb = next(iter(loader))[0]
-    shape = f"shape {tuple(xb.shape)} ({str(xb.dtype).replace('torch.', '')})"
-    try:
-        with torch.inference_mode(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            out = model(xb)
-    except Exception as err:  # noqa: BLE001 - a model fails on a wrong shape in many ways
-        hint = (f"; if it ran at another batch size, {_EXPORT_HELP}"
-                if is_exported(model) else "")
-        raise ValueError(f"the model fails on the data, a batch of {shape}: "
-                         f"{type(err).__name__}: {_reason(err, 160)}; give --data inputs of "
-                         f"the shape the model takes (N,C,H,W for images){hint}") from None
-    try:
-        logits = _logits(out)
-    except TypeError:
-        raise ValueError(f"the model returns a {type(out).__name__} without logits (no tensor, "
-                         f".logits, ['logits'] or first element); call "
-                         f"companion.report.optimization_report(..., output_fn=...) from "
-                         f"Python") from None
-    if logits.dim() != 2:
-        raise ValueError(f"the model's logits must have shape (batch, classes), got "
-                         f"{tuple(logits.shape)} for a batch of {shape}")
-    classes = logits.shape[1]
-    y = torch.cat([b[1] for b in loader])
-    if len(y) and (int(y.max()) >= classes or int(y.min()) < 0):
-        raise ValueError(f"--data {path}: labels go from {int(y.min())} to {int(y.max())} but "
-                         f"the model has {classes} outputs, so labels must be in 0..{classes - 1}; "
-                         f"check y, or build the model for more classes (--arch-kwargs "
-                         f"'{{\"num_classes\": {int(y.max()) + 1}}}')")

@@ -30,16 +30,11 @@ from torch.utils.data import (
 )
 
 from ._checks import check_float, check_int, check_module, check_tensor, evaluating
-from .train import (
-    History,
-    OutputFn,
-    _model_device,
-    _output_fn,
-    fit,
-)
+from .train import History, OutputFn, fit
+from .train.evaluation import _model_device, _output_fn
 
 __all__ = ["KDConfig", "Hint", "kd_loss", "hint_loss", "cache_teacher_logits",
-           "distill"]
+           "distill_"]
 
 
 @dataclass(frozen=True)
@@ -184,12 +179,12 @@ def cache_teacher_logits(teacher: nn.Module, loader: DataLoader, *, batch_size: 
                          output_fn: OutputFn | None = None) -> DataLoader:
     """Run a frozen teacher once over ``loader``'s dataset and keep its logits.
 
-    The teacher of :func:`distill` is frozen, so its logits for a training
+    The teacher of :func:`distill_` is frozen, so its logits for a training
     image are the same at every epoch: computing them once replaces one
     teacher forward pass per student step by a table look-up. The returned
     loader yields ``(inputs, labels, teacher_logits)`` batches, drawn with the
     same batch size, sampler and generator as ``loader`` (two loaders made
-    with the same seed give their batches in the same order). :func:`distill`
+    with the same seed give their batches in the same order). :func:`distill_`
     accepts it in place of ``loader`` and then runs the teacher on the first
     batch only, to check the cache.
 
@@ -278,12 +273,12 @@ def _capture(model: nn.Module, layer: str, store: dict) -> torch.utils.hooks.Rem
     return modules[layer].register_forward_hook(lambda m, i, o: store.__setitem__(layer, o))
 
 
-def distill(student: nn.Module, teacher: nn.Module, train_loader: Iterable, *,
-            config: KDConfig = KDConfig(), epochs: int = 1,
-            optimizer: torch.optim.Optimizer | None = None, lr: float = 1e-3,
-            val_loader: Iterable | None = None, scheduler: object | None = None,
-            hint: Hint | None = None, device: torch.device | str | None = None,
-            output_fn: OutputFn | None = None) -> History:
+def distill_(student: nn.Module, teacher: nn.Module, train_loader: Iterable, *,
+             config: KDConfig = KDConfig(), epochs: int = 1,
+             optimizer: torch.optim.Optimizer | None = None, lr: float = 1e-3,
+             val_loader: Iterable | None = None, scheduler: object | None = None,
+             hint: Hint | None = None, device: torch.device | str | None = None,
+             output_fn: OutputFn | None = None) -> History:
     """Train ``student`` in place on the KD loss with :func:`companion.train.fit`;
     the teacher stays frozen.
 

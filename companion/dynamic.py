@@ -17,22 +17,23 @@ Three small, runnable kinds:
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from ._checks import check_float, check_int, check_module, check_tensor, evaluating
 from ._timing import time_calls
-from .train import fit
+from .train import History, fit
 
 __all__ = [
     "EarlyExitNet",
     "ExitReport",
     "exit_macs",
     "joint_exit_loss",
-    "fit_early_exit",
+    "fit_early_exit_",
     "exit_logits",
     "early_exit_predict",
     "exit_curve",
@@ -40,7 +41,7 @@ __all__ = [
     "time_early_exit",
     "MixtureOfExperts",
     "SkipMLP",
-    "fit_dynamic",
+    "fit_dynamic_",
 ]
 
 
@@ -127,10 +128,15 @@ def joint_exit_loss(outputs: Sequence[torch.Tensor], y: torch.Tensor,
                                                                       strict=True))
 
 
-def fit_early_exit(model: EarlyExitNet, loader, *, epochs: int = 1, lr: float = 1e-3,
-                   weights: Sequence[float] | None = None) -> list[float]:
+def fit_early_exit_(model: EarlyExitNet, loader: Iterable, *, epochs: int = 1,
+                    lr: float = 1e-3, weights: Sequence[float] | None = None) -> History:
     """Train all exits jointly in place with :func:`companion.train.fit` (Adam) on
-    :func:`joint_exit_loss`; returns the mean loss per epoch, the model in eval mode."""
+    :func:`joint_exit_loss`, and leave the model in eval mode.
+
+    Returns:
+        The :class:`~companion.train.History` of the run (``train_loss``: the
+        mean joint loss per epoch).
+    """
     model = _check_net(model)
 
     def batch_loss(m: nn.Module, batch: tuple) -> torch.Tensor:
@@ -139,7 +145,7 @@ def fit_early_exit(model: EarlyExitNet, loader, *, epochs: int = 1, lr: float = 
     history = fit(model, loader, epochs=epochs, lr=lr, batch_loss=batch_loss, progress=False,
                   desc="train exits")
     model.eval()
-    return history.train_loss
+    return history
 
 
 @torch.no_grad()
@@ -165,6 +171,9 @@ class ExitReport:
     @property
     def avg_flops(self) -> float:
         return 2 * self.avg_macs
+
+    def as_row(self) -> dict[str, Any]:
+        return {**asdict(self), "avg_flops": self.avg_flops}
 
 
 def _exit_index(logits: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -278,7 +287,7 @@ class EarlyExitReport:
         """``1 - early_exit_ms / full_ms``: the fraction of time saved."""
         return 1 - self.early_exit_ms / self.full_ms
 
-    def as_row(self) -> dict[str, float]:
+    def as_row(self) -> dict[str, Any]:
         return {**asdict(self), "saving": self.saving}
 
 
@@ -410,11 +419,20 @@ class SkipMLP(nn.Module):
         return self.head(h)
 
 
-def fit_dynamic(model: nn.Module, loader, *, epochs: int = 1, lr: float = 1e-3,
-                penalty: float = 0.0) -> list[float]:
+def fit_dynamic_(model: nn.Module, loader: Iterable, *, epochs: int = 1, lr: float = 1e-3,
+                 penalty: float = 0.0) -> History:
     """Train a :class:`MixtureOfExperts` (loss + penalty x aux_loss) or :class:`SkipMLP`
-    (loss + penalty x gate_mean) in place with :func:`companion.train.fit` (Adam);
-    returns the mean penalized loss per epoch, the model in eval mode."""
+    (loss + penalty x gate_mean) in place with :func:`companion.train.fit` (Adam),
+    and leave the model in eval mode.
+
+    Returns:
+        The :class:`~companion.train.History` of the run (``train_loss``: the
+        mean penalized loss per epoch).
+
+    Raises:
+        TypeError: ``model`` is not a :class:`MixtureOfExperts` or :class:`SkipMLP`.
+        ValueError: ``penalty`` < 0.
+    """
     check_module(model, "model")
     if not isinstance(model, (MixtureOfExperts, SkipMLP)):
         raise TypeError(f"model must be a MixtureOfExperts or SkipMLP, got "
@@ -428,4 +446,4 @@ def fit_dynamic(model: nn.Module, loader, *, epochs: int = 1, lr: float = 1e-3,
     history = fit(model, loader, epochs=epochs, lr=lr, batch_loss=batch_loss, progress=False,
                   desc="train")
     model.eval()
-    return history.train_loss
+    return history

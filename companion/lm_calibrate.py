@@ -7,7 +7,9 @@ papers instead go block by block: capture what the first block receives, run
 each block on it with hooks on its linears, let the caller change the block,
 and feed the changed block's outputs to the next. :func:`block_inputs` is that
 loop, for any decoder whose blocks sit in one ``nn.ModuleList``
-(:class:`companion.lm.TinyGPT`, a ``transformers`` Llama).
+(:class:`companion.lm.TinyGPT`, a ``transformers`` Llama). Its hooks are the
+library's one collector of layer inputs, shared with
+:func:`companion.quant.calibrate` (``quant.observers._layer_hooks``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 from torch import nn
 
 from ._checks import check_int, check_module, evaluating
+from .quant.observers import _layer_hooks
 
 __all__ = ["decoder_blocks", "in_blocks", "BlockCalibration", "block_inputs", "linears"]
 
@@ -156,15 +159,9 @@ def _block_steps(model: nn.Module, calib: list[torch.Tensor], blocks_name: str,
     def collect(layers: list[tuple[str, nn.Module]], run: Callable[[], None]
                 ) -> dict[str, torch.Tensor]:
         rows: dict[str, list[torch.Tensor]] = {n: [] for n, _ in layers}
-        handles = [m.register_forward_pre_hook(
-            lambda _m, args, n=n: rows[n].append(
-                args[0].detach().reshape(-1, args[0].shape[-1]).float()))
-            for n, m in layers]
-        try:
+        with _layer_hooks(dict(layers), lambda n, x: rows[n].append(
+                x.detach().reshape(-1, x.shape[-1]).float())):
             run()
-        finally:
-            for h in handles:
-                h.remove()
         out = {}
         for n, r in rows.items():
             x = torch.cat(r)

@@ -7,61 +7,60 @@ to shrink; activations stay float. Every weight row is cut into groups of
 
     s = (max - min) / (2**bits - 1),   z = round(-min / s),   q = clamp(round(w / s) + z)
 
-* **Round-to-nearest** (:func:`quantize_groupwise`) rounds every weight on its own.
-* **GPTQ** (:func:`gptq_quantize`, Frantar et al. 2023) quantizes one input
+* **Round-to-nearest** (:class:`RTNConfig`; :func:`companion.quant.quantize` with
+  ``block_size=(1, group_size)``) rounds every weight on its own.
+* **GPTQ** (:class:`GPTQConfig`, :func:`gptq_quantize`, Frantar et al. 2023) quantizes one input
   column at a time and spreads its rounding error over the columns not yet
   quantized, weighted by the inverse Hessian ``H = 2 X^T X`` of the layer's
   calibration inputs, so the layer *output* error ``||XW^T - XQ^T||`` is what
   is minimised, not the weight error. ``act_order`` takes the columns with
   the largest ``H_jj`` first.
-* **AWQ** (Lin et al. 2024) multiplies the input channels that see large
+* **AWQ** (:class:`AWQConfig`, Lin et al. 2024) multiplies the input channels that see large
   activations by ``s_j = mean|x_j|^alpha`` before rounding, choosing ``alpha``
   per group of linears that share an input on the *block's* output error,
   folds ``1/s`` into the preceding norm or linear (:func:`fold_scales_`, so no
   operation is added), then shrinks each group's range (:func:`awq_clip`).
 
 :func:`quantize_lm` returns a copy whose chosen linears are
-:class:`QuantizedLinear`: the codes packed at their bit width
-(:func:`pack_bits`: 3-bit codes take 3 bits), fp16 scales, zero points packed
-like the codes. Its forward pass dequantizes and runs a float matmul: the
-reference of the arithmetic and of the file size. The fast kernels that read
-4- and 8-bit weights directly are in :mod:`companion.llm`.
+:class:`companion.quant.QuantizedWeightLayer`: the codes packed at their bit
+width (:func:`companion.quant.pack_bits`: 3-bit codes take 3 bits), fp16
+scales, zero points packed like the codes. Its forward pass dequantizes and
+runs a float matmul: the reference of the arithmetic and of the file size.
+The fast kernels that read 4- and 8-bit weights directly are in
+:mod:`companion.llm`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ._checks import (
     check_bool,
-    check_choice,
+    check_callable,
     check_float,
     check_int,
     check_module,
     check_tensor,
 )
 from .lm_calibrate import BlockCalibration, block_inputs, decoder_blocks, in_blocks, linears
+from .quant.affine import QTensor, _codes, choose_qparams, dequantize, quantize
+from .quant.modules import QuantizedWeightLayer
 from .train import clone
 
 __all__ = [
-    "GroupQuantized",
-    "quantize_groupwise",
-    "dequantize_groupwise",
-    "pack_bits",
-    "unpack_bits",
+    "RTNConfig",
+    "GPTQConfig",
+    "AWQConfig",
     "gptq_quantize",
     "smooth_scales",
     "scale_groups",
     "fold_scales_",
     "smooth_lm",
     "awq_clip",
-    "QuantizedLinear",
     "quantize_lm",
     "activation_absmax",
 ]
@@ -76,94 +75,115 @@ def _check_bits_group(bits: int, group_size: int, in_features: int) -> tuple[int
     return bits, group_size
 
 
-@dataclass
-class GroupQuantized:
-    """Integer codes ``q`` (uint8, one per weight), ``scale`` and ``zero`` per group."""
-
-    q: torch.Tensor        # (out, in) uint8 in [0, 2**bits - 1]
-    scale: torch.Tensor    # (out, in // group_size) float
-    zero: torch.Tensor     # (out, in // group_size) uint8
-    bits: int
-    group_size: int
+def _check_scheme(bits: object, group_size: object) -> None:
+    check_int(bits, "bits", min_value=2, max_value=8)
+    if group_size is not None:
+        check_int(group_size, "group_size", min_value=1)
 
 
-def _group_params(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Min-max scale and zero point of every row of ``w`` (..., group)."""
-    qmax = 2 ** bits - 1
-    lo = w.amin(dim=-1).clamp(max=0)
-    hi = w.amax(dim=-1).clamp(min=0)
-    # fp16 is how the scale is stored; 2**-24 is its smallest positive value
-    scale = ((hi - lo) / qmax).half().float().clamp_min(2 ** -24)
-    zero = torch.round(-lo / scale).clamp(0, qmax)
-    return scale, zero
+# --------------------------------------------------------------------------- configs
+@dataclass(frozen=True)
+class RTNConfig:
+    """Round-to-nearest, group-wise min-max (asymmetric); needs no calibration.
 
+    Args:
+        bits: 2 to 8; the codes are stored packed at that width.
+        group_size: input weights per scale and zero point; must divide every
+            chosen layer's input features. ``None``: one group per output row
+            (per channel).
 
-def _round(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int) -> torch.Tensor:
-    return torch.clamp(torch.round(w / scale) + zero, 0, 2 ** bits - 1)
-
-
-def quantize_groupwise(weight: torch.Tensor, bits: int = 4, group_size: int = 32
-                       ) -> GroupQuantized:
-    """Round-to-nearest quantization of a ``(out, in)`` weight with per-group min-max."""
-    weight = check_tensor(weight, "weight", floating=True)
-    if weight.dim() != 2:
-        raise ValueError(f"weight must be 2-D (out, in), got shape {tuple(weight.shape)}")
-    bits, group_size = _check_bits_group(bits, group_size, weight.shape[1])
-    w = weight.detach().float().reshape(weight.shape[0], -1, group_size)
-    scale, zero = _group_params(w, bits)
-    q = _round(w, scale[..., None], zero[..., None], bits)
-    return GroupQuantized(q.reshape(weight.shape).to(torch.uint8), scale,
-                          zero.to(torch.uint8), bits, group_size)
-
-
-def dequantize_groupwise(g: GroupQuantized) -> torch.Tensor:
-    """The float weight that ``g`` stands for: ``(q - z) * s`` per group."""
-    out, inp = g.q.shape
-    q = g.q.float().reshape(out, -1, g.group_size)
-    return ((q - g.zero.float()[..., None]) * g.scale.float()[..., None]).reshape(out, inp)
-
-
-def pack_bits(q: torch.Tensor, bits: int) -> torch.Tensor:
-    """Integer codes in ``[0, 2**bits)`` packed densely, ``bits`` bits each, into a
-    1-D uint8 tensor (little-endian bit order; the last byte is zero-padded).
-    A 3-bit code really takes 3/8 of a byte, so file sizes are honest.
-
-    Every 8 codes fill exactly ``bits`` bytes: they are summed into one 64-bit
-    integer (``code_i << bits * i``) whose low ``bits`` bytes are stored.
+    Raises:
+        TypeError: ``bits`` or ``group_size`` not an int.
+        ValueError: ``bits`` outside 2..8, ``group_size`` < 1.
     """
-    q = check_tensor(q, "q")
-    bits = check_int(bits, "bits", min_value=1, max_value=8)
-    if q.dtype != torch.uint8 or (q.numel() and int(q.max()) >= 2 ** bits):
-        raise ValueError(f"q must be uint8 codes in [0, {2 ** bits - 1}]")
-    n = q.numel()
-    if bits == 8:
-        return q.reshape(-1).clone()
-    flat = torch.cat([q.reshape(-1), q.new_zeros(-n % 8)]).to(torch.int64).reshape(-1, 8)
-    v = (flat << (bits * torch.arange(8))).sum(1)                      # 8 codes, 8*bits bits
-    out = ((v[:, None] >> (8 * torch.arange(bits))) & 0xFF).to(torch.uint8).reshape(-1)
-    return out[: math.ceil(n * bits / 8)]
+
+    bits: int = 4
+    group_size: int | None = 32
+
+    def __post_init__(self) -> None:
+        _check_scheme(self.bits, self.group_size)
 
 
-def unpack_bits(packed: torch.Tensor, bits: int, shape: tuple[int, ...]) -> torch.Tensor:
-    """Inverse of :func:`pack_bits`: the codes, as uint8 of ``shape``."""
-    packed = check_tensor(packed, "packed")
-    bits = check_int(bits, "bits", min_value=1, max_value=8)
-    n = math.prod(shape)
-    if packed.dtype != torch.uint8 or packed.numel() != math.ceil(n * bits / 8):
-        raise ValueError(f"packed must be the {math.ceil(n * bits / 8)} uint8 bytes of "
-                         f"{n} {bits}-bit codes, got {packed.numel()} {packed.dtype}")
-    if bits == 8:
-        return packed.reshape(shape).clone()
-    b = torch.cat([packed, packed.new_zeros(-packed.numel() % bits)]).to(torch.int64)
-    v = (b.reshape(-1, bits) << (8 * torch.arange(bits))).sum(1)
-    codes = (v[:, None] >> (bits * torch.arange(8))) & (2 ** bits - 1)
-    return codes.reshape(-1)[:n].to(torch.uint8).reshape(shape)
+@dataclass(frozen=True)
+class GPTQConfig:
+    """GPTQ (:func:`gptq_quantize`): each column's rounding error spread over the
+    columns still to quantize, block by block on calibration data.
+
+    Args:
+        bits, group_size: as :class:`RTNConfig`.
+        act_order: take the columns in order of decreasing ``H_jj`` (with static
+            groups, so the stored layout is unchanged).
+        damp: fraction of the Hessian's mean diagonal added to its diagonal.
+
+    Raises:
+        TypeError: a field of the wrong type.
+        ValueError: ``bits`` outside 2..8, ``group_size`` < 1, ``damp`` <= 0.
+    """
+
+    bits: int = 4
+    group_size: int | None = 32
+    act_order: bool = True
+    damp: float = 0.01
+
+    def __post_init__(self) -> None:
+        _check_scheme(self.bits, self.group_size)
+        check_bool(self.act_order, "act_order")
+        check_float(self.damp, "damp", min_value=0.0, min_inclusive=False)
+
+
+@dataclass(frozen=True)
+class AWQConfig:
+    """AWQ: per-input-channel scales searched on each block's output, folded into
+    the preceding norm or linear, then the clipping search (:func:`awq_clip`).
+
+    Args:
+        bits, group_size: as :class:`RTNConfig`.
+        grid: exponents ``alpha`` tried for the scales ``mean|x_j|^alpha``
+            (``0, 1/grid, ..., (grid - 1)/grid``), at least 2.
+        batches: calibration batches the block's output error is measured on.
+
+    Raises:
+        TypeError: a field of the wrong type.
+        ValueError: ``bits`` outside 2..8, ``group_size`` < 1, ``grid`` < 2,
+            ``batches`` < 1.
+    """
+
+    bits: int = 4
+    group_size: int | None = 32
+    grid: int = 10
+    batches: int = 1
+
+    def __post_init__(self) -> None:
+        _check_scheme(self.bits, self.group_size)
+        check_int(self.grid, "grid", min_value=2)
+        check_int(self.batches, "batches", min_value=1)
+
+
+QuantizeConfig = RTNConfig | GPTQConfig | AWQConfig
+
+
+def _rtn(weight: torch.Tensor, bits: int, group_size: int) -> QTensor:
+    """Round-to-nearest codes of a ``(out, in)`` weight as every method here stores
+    them: one min-max range per group of ``group_size`` inputs, fp16 scales."""
+    return quantize(weight.detach().float(), bits, block_size=(1, group_size),
+                    scale_dtype=torch.float16)
+
+
+def _group_qparams(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp16-rounded min-max scale (as float) and zero point of every row of ``w``."""
+    scale, zero = choose_qparams(w.amin(-1).float(), w.amax(-1).float(), bits,
+                                 scale_dtype=torch.float16)
+    return scale.float(), zero.float()
 
 
 def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, bits: int = 4,
                   group_size: int = 32, *, damp: float = 0.01, block_size: int = 128,
-                  act_order: bool = False) -> GroupQuantized:
+                  act_order: bool = False) -> QTensor:
     """GPTQ: quantize columns in order, compensating each rounding error.
+
+    Returns the codes in the layout of :func:`companion.quant.quantize` with
+    ``block_size=(1, group_size)`` and fp16 scales (min-max groups, unsigned
+    codes), rounded by the same arithmetic.
 
     Args:
         weight: ``(out, in)``.
@@ -204,8 +224,7 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, bits: int = 4,
     scales = torch.zeros(W.shape[0], groups, dtype=torch.float32)
     zeros = torch.zeros_like(scales)
     if act_order:   # static groups: every range from the original weights
-        s, z = _group_params(W.reshape(W.shape[0], groups, group_size), bits)
-        scales, zeros = s.float(), z.float()
+        scales, zeros = _group_qparams(W.reshape(W.shape[0], groups, group_size), bits)
         perm = torch.argsort(torch.diag(H), descending=True)
     else:
         perm = torch.arange(cols)
@@ -223,17 +242,17 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, bits: int = 4,
             g = col // group_size
             if not act_order and col % group_size == 0:
                 # the group's range, from the error-updated weights still to quantize
-                s, z = _group_params(W1[:, i:i + group_size], bits)
-                scales[:, g], zeros[:, g] = s.float(), z.float()
+                scales[:, g], zeros[:, g] = _group_qparams(W1[:, i:i + group_size], bits)
+            q = _codes(W1[:, i], scales[:, g], zeros[:, g], 0, 2 ** bits - 1).double()
             s, z = scales[:, g].double(), zeros[:, g].double()
-            q = _round(W1[:, i], s, z, bits)
             Q[:, i1 + i] = q
             err = (W1[:, i] - (q - z) * s) / Hinv1[i, i]
             W1[:, i:] -= err[:, None] * Hinv1[i, i:][None, :]
             Err1[:, i] = err
         W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
     Q = Q[:, torch.argsort(perm)]
-    return GroupQuantized(Q.to(torch.uint8), scales, zeros.to(torch.uint8), bits, group_size)
+    return QTensor(Q.to(torch.uint8), scales.half(), zeros.to(torch.int32), bits, None,
+                   tuple(weight.shape), False, (1, group_size))
 
 
 def smooth_scales(act_absmax: torch.Tensor, weight: torch.Tensor, alpha: float = 0.5
@@ -323,7 +342,7 @@ def awq_clip(weight: torch.Tensor, inputs: torch.Tensor, bits: int = 4, group_si
     best = w.clone()
     for r in torch.linspace(1.0, 1.0 - max_shrink, grid).tolist():
         c = torch.clamp(w, r * lo, r * hi)
-        q = dequantize_groupwise(quantize_groupwise(c.reshape(out, cols), bits, group_size))
+        q = dequantize(_rtn(c.reshape(out, cols), bits, group_size))
         d = q.reshape(out, -1, group_size) - w
         err = torch.einsum("ngj,ogj->nog", x, d).pow(2).sum(0)       # (out, groups)
         better = err < best_err
@@ -352,8 +371,7 @@ def _awq_block_(bc: BlockCalibration, chosen: set[str], prefix: str, bits: int,
             s = x_mean ** alpha
             s = s / (s.max() * s.min()).sqrt()
             for f, lin, w in zip(full, lins, originals, strict=True):
-                g = quantize_groupwise(w * s, bits, group[f])
-                lin.weight.copy_(dequantize_groupwise(g) / s)
+                lin.weight.copy_(dequantize(_rtn(w * s, bits, group[f])) / s)
             err = (torch.cat(bc.run(num_batches)) - ref).pow(2).mean().item()
             if err < best[0]:
                 best = (err, s)
@@ -392,48 +410,6 @@ def smooth_lm(model: nn.Module, calibration: Iterable[torch.Tensor], *, alpha: f
     return out
 
 
-# --------------------------------------------------------------------------- modules
-class QuantizedLinear(nn.Module):
-    """A linear layer whose weight is stored as group-wise integer codes.
-
-    Buffers: ``codes`` (the codes packed at their bit width, :func:`pack_bits`),
-    ``scale`` (fp16), ``zero`` (uint8, packed like the codes) and ``bias``. The
-    forward pass dequantizes and runs a float matmul: a reference of the
-    arithmetic, not a fast path (:mod:`companion.llm` has those).
-    """
-
-    def __init__(self, g: GroupQuantized, bias: torch.Tensor | None) -> None:
-        super().__init__()
-        self.bits, self.group_size = g.bits, g.group_size
-        self.out_features, self.in_features = g.q.shape
-        self.register_buffer("codes", pack_bits(g.q, g.bits))
-        self.register_buffer("scale", g.scale.half())
-        self.register_buffer("zero", pack_bits(g.zero.to(torch.uint8), g.bits))
-        self.register_buffer("bias", None if bias is None else bias.detach().clone())
-
-    def quantized(self) -> GroupQuantized:
-        """The codes, scales and zero points, unpacked."""
-        groups = self.in_features // self.group_size
-        q = unpack_bits(self.codes, self.bits, (self.out_features, self.in_features))
-        z = unpack_bits(self.zero, self.bits, (self.out_features, groups))
-        return GroupQuantized(q, self.scale, z, self.bits, self.group_size)
-
-    def weight_float(self) -> torch.Tensor:
-        return dequantize_groupwise(self.quantized())
-
-    def bits_per_weight(self) -> float:
-        """Stored bits per weight, scales and zero points included."""
-        stored = self.codes.nbytes + self.scale.nbytes + self.zero.nbytes
-        return 8 * stored / (self.out_features * self.in_features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight_float().to(x.dtype), self.bias)
-
-    def extra_repr(self) -> str:
-        return (f"in={self.in_features}, out={self.out_features}, bits={self.bits}, "
-                f"group_size={self.group_size}")
-
-
 def activation_absmax(model: nn.Module, calibration: Iterable[torch.Tensor],
                       filter_fn: Callable[[nn.Module, str], bool] | None = None
                       ) -> dict[str, torch.Tensor]:
@@ -443,72 +419,81 @@ def activation_absmax(model: nn.Module, calibration: Iterable[torch.Tensor],
             for name, x in bc.inputs.items()}
 
 
-def quantize_lm(model: nn.Module, *, bits: int = 4, group_size: int | None = 32,
-                method: str = "rtn", calibration: Iterable[torch.Tensor] | None = None,
-                filter_fn: Callable[[nn.Module, str], bool] | None = None,
-                act_order: bool = True, awq_grid: int = 10, awq_batches: int = 1
-                ) -> nn.Module:
+def quantize_lm(model: nn.Module, config: QuantizeConfig, *,
+                calibration: Iterable[torch.Tensor] | None = None,
+                filter_fn: Callable[[nn.Module, str], bool] | None = None) -> nn.Module:
     """A copy of ``model`` with its linear weights quantized group-wise.
 
+    The chosen linears become :class:`companion.quant.QuantizedWeightLayer`
+    (codes packed at ``config.bits``, fp16 scales, packed zero points).
+
     Args:
-        bits: 2 to 8; the codes are stored packed at that width.
-        group_size: input weights per scale and zero point; must divide every
-            chosen layer's input features. ``None``: one group per output row
-            (per-channel).
-        method: ``"rtn"`` (round to nearest), ``"gptq"`` (with ``act_order``
-            and static groups by default) or ``"awq"`` (scale search on the
-            block's output over ``awq_grid`` exponents and ``awq_batches``
-            calibration batches, scales folded into the preceding norm or
-            linear, then the clipping search); the last two need
-            ``calibration`` and go block by block
-            (:func:`companion.lm_calibrate.block_inputs`), each block seeing
-            the outputs of the quantized blocks before it.
-        calibration: an iterable of token batches (``(batch, time)`` int64).
+        model: a decoder language model (not modified).
+        config: :class:`RTNConfig` (round to nearest), :class:`GPTQConfig` or
+            :class:`AWQConfig`: the method, bits and group size. GPTQ and AWQ
+            go block by block (:func:`companion.lm_calibrate.block_inputs`),
+            each block seeing the outputs of the quantized blocks before it.
+        calibration: an iterable of token batches (``(batch, time)`` int64);
+            needed by :class:`GPTQConfig` and :class:`AWQConfig`, ignored by
+            :class:`RTNConfig`.
         filter_fn: ``filter_fn(module, name) -> bool`` chooses the layers
             (default: the linears inside the decoder blocks,
             :func:`companion.lm_calibrate.in_blocks`; the LM head stays float).
 
+    Returns:
+        The quantized copy, in eval mode.
+
     Raises:
-        ValueError: bits outside 2-8, a group size that does not divide a
-            layer, an unknown method, or an empty calibration set.
+        TypeError: ``config`` not one of the three configs, ``model`` not a
+            module, ``filter_fn`` not callable.
+        ValueError: GPTQ or AWQ without ``calibration``, a group size that does
+            not divide a chosen layer, a ``filter_fn`` that chooses no
+            ``nn.Linear``, or an empty calibration set.
     """
     check_module(model, "model")
-    check_choice(method, "method", ("rtn", "gptq", "awq"))
-    check_bool(act_order, "act_order")
-    awq_grid = check_int(awq_grid, "awq_grid", min_value=2)
-    awq_batches = check_int(awq_batches, "awq_batches", min_value=1)
+    if not isinstance(config, (RTNConfig, GPTQConfig, AWQConfig)):
+        raise TypeError(f"config must be an RTNConfig, a GPTQConfig or an AWQConfig, "
+                        f"got {type(config).__name__}")
+    check_callable(filter_fn, "filter_fn", optional=True)
+    if not isinstance(config, RTNConfig) and calibration is None:
+        raise ValueError(f"calibration: {type(config).__name__} needs calibration batches "
+                         "(token ids)")
     out = clone(model).eval()
     chosen_fn = filter_fn or in_blocks(out)
     layers = linears(out, chosen_fn)
     if not layers:
-        raise ValueError("model has no nn.Linear chosen by filter_fn")
-    group = {n: m.in_features if group_size is None else group_size for n, m in layers}
+        raise ValueError("filter_fn: the model has no nn.Linear chosen by filter_fn")
+    bits = config.bits
+    group = {n: m.in_features if config.group_size is None else config.group_size
+             for n, m in layers}
     for n, m in layers:
-        _check_bits_group(bits, group[n], m.in_features)
+        try:
+            _check_bits_group(bits, group[n], m.in_features)
+        except ValueError as e:
+            raise ValueError(f"config: layer {n!r}: {e}") from e
 
-    def replace(name: str, g: GroupQuantized) -> None:
-        out.set_submodule(name, QuantizedLinear(g, out.get_submodule(name).bias))
+    def replace(name: str, q: QTensor) -> None:
+        out.set_submodule(name, QuantizedWeightLayer(out.get_submodule(name), weight=q))
 
-    if method == "rtn":
+    if isinstance(config, RTNConfig):
         for name, lin in layers:
-            replace(name, quantize_groupwise(lin.weight.detach().float(), bits, group[name]))
+            replace(name, _rtn(lin.weight, bits, group[name]))
         return out
-    if calibration is None:
-        raise ValueError(f"method={method!r} needs calibration batches")
     chosen = {n for n, _ in layers}
     blocks_name = decoder_blocks(out)[0]
     for bc in block_inputs(out, calibration, chosen_fn):
         inputs = bc.inputs
-        if method == "awq" and bc.block is not None:
+        if isinstance(config, AWQConfig) and bc.block is not None:
             inputs = _awq_block_(bc, chosen, f"{blocks_name}.{bc.index}.", bits, group,
-                                 awq_grid, awq_batches)
+                                 config.grid, config.batches)
         for name, x in inputs.items():
             w = out.get_submodule(name).weight.detach().float()
-            if method == "gptq":
+            if isinstance(config, GPTQConfig):
                 x = x.double()
-                g = gptq_quantize(w, x.T @ x, bits, group[name], act_order=act_order)
+                q = gptq_quantize(w, x.T @ x, bits, group[name], damp=config.damp,
+                                  act_order=config.act_order)
             else:
                 sample = x[torch.linspace(0, len(x) - 1, min(len(x), 512)).long()]
-                g = quantize_groupwise(awq_clip(w, sample, bits, group[name]), bits, group[name])
-            replace(name, g)
+                q = _rtn(awq_clip(w, sample, bits, group[name]), bits, group[name])
+            replace(name, q)
     return out

@@ -3,9 +3,9 @@
 * :func:`add_lora` freezes a model and adds a low-rank update ``B A`` (rank
   ``r``, ``B`` starts at zero) beside every chosen ``nn.Linear`` (Hu et al.
   2022): ``y = x W^T + (alpha / r) x A^T B^T``. :func:`merge_lora` folds it back.
-* :func:`distill_lm` trains a student on the teacher's next-token
+* :func:`distill_lm_` trains a student on the teacher's next-token
   distributions (token-level KD on every position of every window) through
-  :func:`companion.lm.train_lm`, i.e. the one training loop.
+  :func:`companion.lm.train_lm_`, i.e. the one training loop.
 * :func:`training_memory` is the budget of one step: weights + gradients +
   optimizer states + saved activations, each in bytes, to check against
   :func:`companion.lm.peak_memory`.
@@ -24,7 +24,7 @@ from ._checks import check_float, check_int, check_module, evaluating
 from .train import clone
 
 __all__ = ["LoRALinear", "add_lora", "merge_lora", "trainable_parameters",
-           "optimizer_state_bytes", "distill_lm", "MemoryBudget", "training_memory"]
+           "optimizer_state_bytes", "distill_lm_", "MemoryBudget", "training_memory"]
 
 
 class LoRALinear(nn.Module):
@@ -57,9 +57,7 @@ def add_lora(model: nn.Module, *, rank: int = 8, alpha: float = 16.0,
     if not chosen:
         raise ValueError("model has no nn.Linear chosen by filter_fn")
     for name in chosen:
-        parent_name, _, child = name.rpartition(".")
-        parent = out.get_submodule(parent_name) if parent_name else out
-        setattr(parent, child, LoRALinear(getattr(parent, child), rank, alpha))
+        out.set_submodule(name, LoRALinear(out.get_submodule(name), rank, alpha))
     return out
 
 
@@ -70,13 +68,11 @@ def merge_lora(model: nn.Module) -> nn.Module:
     out = clone(model)
     names = [n for n, m in out.named_modules() if isinstance(m, LoRALinear)]
     for name in names:
-        parent_name, _, child = name.rpartition(".")
-        parent = out.get_submodule(parent_name) if parent_name else out
-        lora = getattr(parent, child)
+        lora = out.get_submodule(name)
         lin = lora.base
         with torch.no_grad():
             lin.weight += lora.scaling * lora.lora_B @ lora.lora_A
-        setattr(parent, child, lin.requires_grad_(True))
+        out.set_submodule(name, lin.requires_grad_(True))
     return out
 
 
@@ -109,7 +105,7 @@ class _StudentTeacher(nn.Module):
         return torch.stack([self.student(x), t])
 
 
-def distill_lm(student: nn.Module, teacher: nn.Module, tokens: torch.Tensor, config=None, *,
+def distill_lm_(student: nn.Module, teacher: nn.Module, tokens: torch.Tensor, config=None, *,
                temperature: float = 2.0, alpha: float = 0.5, progress: bool = False):
     """Train ``student`` in place on ``alpha * T^2 KL(teacher_T || student_T) +
     (1 - alpha) * CE`` at every position; return the ``History``.
@@ -121,7 +117,7 @@ def distill_lm(student: nn.Module, teacher: nn.Module, tokens: torch.Tensor, con
     every batch.
     """
     from .distill import kd_loss
-    from .lm import LMTrainConfig, train_lm
+    from .lm import LMTrainConfig, train_lm_
 
     check_module(student, "student")
     check_module(teacher, "teacher")
@@ -139,15 +135,15 @@ def distill_lm(student: nn.Module, teacher: nn.Module, tokens: torch.Tensor, con
         s, t = both[0].flatten(0, 1), both[1].flatten(0, 1)
         return kd_loss(s, t, y.flatten(), temperature=temperature, alpha=alpha)
 
-    return train_lm(_StudentTeacher(student, teacher), tokens, config, loss_fn=loss,
+    return train_lm_(_StudentTeacher(student, teacher), tokens, config, loss_fn=loss,
                     progress=progress)
 
 
 def _distill_on_pool(student, teacher, tokens, config, temperature, alpha, progress):
     """A fixed pool of windows: the teacher's logits are computed once, then looked up
-    (the same windows, in the same order, as ``train_lm`` on the same config)."""
+    (the same windows, in the same order, as ``train_lm_`` on the same config)."""
     from .distill import kd_loss
-    from .lm import lm_batches, train_lm
+    from .lm import lm_batches, train_lm_
 
     block = student.config.block_size
     batches = lm_batches(tokens, steps=config.steps, batch_size=config.batch_size,
@@ -161,7 +157,7 @@ def _distill_on_pool(student, teacher, tokens, config, temperature, alpha, progr
         return kd_loss(s.flatten(0, 1), cached[pick].flatten(0, 1), targets[pick].flatten(),
                        temperature=temperature, alpha=alpha)
 
-    return train_lm(student, tokens, config, loss_fn=loss, progress=progress, batches=batches)
+    return train_lm_(student, tokens, config, loss_fn=loss, progress=progress, batches=batches)
 
 
 @dataclass(frozen=True)

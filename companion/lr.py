@@ -6,7 +6,7 @@
   from ``torch.optim.lr_scheduler``.
 * :func:`seed_sweep`: train the same recipe with several seeds and report
   final and best validation accuracy (mean ± std) and the compute spent.
-* :func:`training_curve`: train once, scoring validation accuracy every few
+* :func:`training_curve_`: train once, scoring validation accuracy every few
   optimizer steps, to read off the steps, examples and seconds a recipe needs
   to reach a target accuracy (comparisons of optimizers and batch sizes).
 * :func:`scaled_lr`: the linear (or square-root) scaling rule that adapts a
@@ -29,7 +29,7 @@ from ._checks import check_callable, check_choice, check_float, check_int, check
 from .train import History, NonFiniteLossError, clone, evaluate, fit, set_seed
 
 __all__ = ["RangeTestReport", "lr_range_test", "plot_range_test", "make_schedule",
-           "SweepReport", "seed_sweep", "TrainingCurve", "training_curve", "scaled_lr"]
+           "SweepReport", "seed_sweep", "TrainingCurve", "training_curve_", "scaled_lr"]
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter], float], torch.optim.Optimizer]
 
@@ -74,6 +74,16 @@ class RangeTestReport:
     def min_loss_lr(self) -> float:
         """LR at which the smoothed loss was lowest."""
         return self.lrs[min(range(len(self.losses)), key=self.losses.__getitem__)]
+
+    def as_row(self) -> dict[str, Any]:
+        """The scalars: ``steps``, the LR range, ``stop_reason``, ``suggested_lr``,
+        ``min_loss_lr`` and the lowest smoothed loss (NaN where no step was taken)."""
+        nan = float("nan")
+        return {"steps": self.steps, "first_lr": self.lrs[0] if self.lrs else nan,
+                "last_lr": self.lrs[-1] if self.lrs else nan, "stop_reason": self.stop_reason,
+                "suggested_lr": self.suggested_lr,
+                "min_loss_lr": self.min_loss_lr if self.losses else nan,
+                "min_loss": min(self.losses) if self.losses else nan}
 
     def __str__(self) -> str:
         lr = f"{self.suggested_lr:.3g}" if self.suggested_lr else "none"
@@ -370,12 +380,12 @@ class TrainingCurve:
         return max(self.val_acc)
 
 
-def training_curve(model: nn.Module, train_loader: Iterable, val_loader: Iterable, *,
-                   optimizer: torch.optim.Optimizer, epochs: int = 1, eval_every: int = 10,
-                   scheduler: object | None = None,
-                   loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-                   device: torch.device | str | None = None,
-                   label: str = "") -> TrainingCurve:
+def training_curve_(model: nn.Module, train_loader: Iterable, val_loader: Iterable, *,
+                    optimizer: torch.optim.Optimizer, epochs: int = 1, eval_every: int = 10,
+                    scheduler: object | None = None,
+                    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                    device: torch.device | str | None = None,
+                    label: str = "") -> TrainingCurve:
     """Train ``model`` in place, scoring validation accuracy every ``eval_every`` steps.
 
     It is :func:`companion.train.fit` with an ``after_step`` that evaluates:

@@ -27,6 +27,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -171,6 +172,15 @@ class ShardedTrainingReport:
     def max_abs_diff(self) -> float:
         return max(abs(a - b) for a, b in zip(self.single_losses, self.sharded_losses,
                                                   strict=True))
+
+    def as_row(self) -> dict[str, Any]:
+        """The scalars: steps, final losses of both runs, ``max_abs_diff`` and the
+        bytes of all parameters and of the largest rank's shard."""
+        return {"world_size": self.world_size, "steps": len(self.single_losses),
+                "single_final_loss": self.single_losses[-1],
+                "sharded_final_loss": self.sharded_losses[-1],
+                "max_abs_diff": self.max_abs_diff, "full_param_bytes": self.full_param_bytes,
+                "max_rank_param_bytes": max(self.rank_param_bytes)}
 
 
 def _lm_step_batches(tokens: torch.Tensor, steps: int, batch_size: int, block: int,

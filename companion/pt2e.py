@@ -22,6 +22,7 @@ graph runs the quantize / dequantize pairs in float: a *simulation*.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -29,9 +30,31 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._checks import check_example_input, check_int, check_module
+from ._checks import (
+    CALIBRATION_BATCHES,
+    check_calibration,
+    check_example_input,
+    check_int,
+    check_module,
+    quiet_loggers,
+    run_calibration,
+)
 
 __all__ = ["quantize_pt2e", "compile_int8"]
+
+
+#: Loggers that print notices when torchao is first imported: its optional CUDA kernels
+#: that do not load on a CPU machine, and pytree's deprecation of its Enum registrations.
+_IMPORT_LOGGERS = ("torchao", "torch.utils._pytree")
+
+# torchao is imported when this module is, quietly: a reader's own torchao imports
+# after ``from companion import pt2e`` then print nothing either.
+try:
+    with quiet_loggers(*_IMPORT_LOGGERS):
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+        from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
+except ImportError:  # pragma: no cover - torchao is in the engines extra
+    convert_pt2e = prepare_pt2e = xiq = None
 
 
 def _one_partition_per_call(graph: torch.fx.Graph) -> None:
@@ -74,17 +97,19 @@ def _drop_unused_tensors(gm: torch.fx.GraphModule) -> None:
 
 @torch.no_grad()
 def quantize_pt2e(model: nn.Module, example_input: Any, calibration: Iterable, *,
-                  num_batches: int = 8) -> torch.fx.GraphModule:
+                  num_batches: int = CALIBRATION_BATCHES) -> torch.fx.GraphModule:
     """Static int8 (per-channel weights, per-tensor activations) for any exportable model.
 
     Args:
         model: a float model in eval mode or not (a copy is exported in eval mode;
             the caller's model is unchanged).
-        example_input: one input batch (a tensor or a tuple); its first dimension
-            is exported as dynamic, so any batch size runs afterwards.
+        example_input: one input batch (a tensor or a tuple), of any batch size,
+            one sample included; its first dimension is exported as dynamic, so
+            any batch size runs afterwards.
         calibration: ``(inputs, labels)`` batches (or bare input tensors) from
             training or validation data: never the data you evaluate on.
-        num_batches: how many calibration batches to observe.
+        num_batches: how many calibration batches to observe (default
+            ``CALIBRATION_BATCHES``, 8).
 
     Returns:
         The converted ``GraphModule``: int8 weights, quantize / dequantize
@@ -92,34 +117,33 @@ def quantize_pt2e(model: nn.Module, example_input: Any, calibration: Iterable, *
         real int8 kernels; as it is, it simulates int8 in float.
 
     Raises:
-        TypeError: ``model`` not a module, ``example_input`` not tensors.
+        TypeError: ``model`` not a module, ``example_input`` not tensors,
+            ``calibration`` not an iterable of batches (None, a string, a lone
+            tensor) or its batches' inputs not tensors.
         ValueError: ``calibration`` yields no batch.
         ImportError: torchao is missing (``pip install torchao``).
     """
     check_module(model, "model")
     args = check_example_input(example_input)
     num_batches = check_int(num_batches, "num_batches", min_value=1)
-    try:
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-        from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
-    except ImportError as err:  # pragma: no cover - torchao is in the engines extra
-        raise ImportError("quantize_pt2e needs torchao (pip install torchao)") from err
-    float_model = copy.deepcopy(model).eval()
+    check_calibration(calibration)
+    if xiq is None:  # pragma: no cover - torchao is in the engines extra
+        raise ImportError("quantize_pt2e needs torchao (pip install torchao)")
+    with warnings.catch_warnings():   # deep-copying an exported module warns about pytrees
+        warnings.simplefilter("ignore", FutureWarning)
+        float_model = copy.deepcopy(model).eval()
     dynamic = tuple({0: torch.export.Dim.DYNAMIC} if a.dim() else None for a in args)
-    graph = torch.export.export(float_model, args, dynamic_shapes=dynamic).module()
+    # a batch of one would be specialized to 1 ("hint of 1"): export on the sample twice
+    traced = tuple(torch.cat([a, a]) if a.dim() and a.shape[0] == 1 else a for a in args)
+    graph = torch.export.export(float_model, traced, dynamic_shapes=dynamic).module()
     _one_partition_per_call(graph.graph)
     quantizer = xiq.X86InductorQuantizer()
     quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
-    prepared = prepare_pt2e(graph, quantizer)
-    seen = 0
-    for batch in calibration:
-        inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
-        prepared(*check_example_input(inputs))
-        seen += 1
-        if seen == num_batches:
-            break
-    if seen == 0:
-        raise ValueError("calibration yielded no batch")
+    with warnings.catch_warnings():   # "The input of maxpool2d is not quantized, skip ..."
+        warnings.filterwarnings("ignore", message="The input of .* is not quantized",
+                                category=UserWarning)
+        prepared = prepare_pt2e(graph, quantizer)
+    run_calibration(prepared, calibration, num_batches)
     converted = convert_pt2e(prepared)
     _drop_unused_tensors(converted)
     return converted
@@ -134,7 +158,8 @@ def compile_int8(converted: torch.fx.GraphModule, example_input: Any) -> Callabl
     call. The returned callable takes any batch size: it runs the compiled
     graph on chunks of that size, padding the last one with zeros (samples
     are independent in eval mode), so one compile serves timing and
-    evaluation alike. (Compiling with a dynamic batch instead trips a
+    evaluation alike (at one thread count: a call at another one compiles
+    once more). (Compiling with a dynamic batch instead trips a
     stride check in Inductor's int8 convolution for some models in torch 2.13.)
     """
     if not isinstance(converted, torch.fx.GraphModule):
@@ -145,7 +170,19 @@ def compile_int8(converted: torch.fx.GraphModule, example_input: Any) -> Callabl
     compiled = torch.compile(converted, dynamic=False)
 
     def call(*inputs: torch.Tensor) -> Any:
-        with torch._inductor.config.patch(freezing=True), torch.no_grad():
+        # one grad mode and one kind of input for every call: a call under another mode,
+        # on an inference-mode tensor or on a view at another storage offset (the second
+        # chunk of a batch) would fail the compiled graph's guards and compile it again
+        with torch.inference_mode(False):
+            inputs = tuple(
+                t if t.is_contiguous() and t.storage_offset() == 0 and not t.is_inference()
+                else t.clone(memory_format=torch.contiguous_format) for t in inputs)
+        with torch._inductor.config.patch(freezing=True), torch.inference_mode(), \
+                warnings.catch_warnings():
+            # a compile (the first call, or another thread count) lowers the int8 ops with
+            # code that warns about itself; about 2 us per call, under 1% of an int8 call
+            warnings.filterwarnings("ignore", message="To copy construct from a tensor",
+                                    category=UserWarning)
             return compiled(*inputs)
 
     call(*args)

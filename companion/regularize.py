@@ -18,7 +18,7 @@ the proximal step of L1 that does produce exact zeros.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -142,6 +142,9 @@ class GapReport:
     def gap(self) -> float:
         """Train minus held-out accuracy (positive: the model does better on what it saw)."""
         return self.train_acc - self.test_acc
+
+    def as_row(self) -> dict[str, Any]:
+        return {**asdict(self), "gap": self.gap}
 
     def __str__(self) -> str:
         return (f"train acc {self.train_acc:.4f}, test acc {self.test_acc:.4f}, "

@@ -9,7 +9,8 @@ estimated. All variants are timed together in interleaved rounds
 (:func:`companion.measure.compare_latency`), and speed-ups are relative to the
 fastest plain float32 way to run the model (:func:`companion.infer.fastest_fp32`:
 BatchNorm folded, channels-last where it helps), not to whatever eager
-PyTorch happens to do. Static int8 goes through PT2E (:mod:`companion.pt2e`:
+PyTorch happens to do; when no plain form beats the model as given, the
+table has one fp32 row, the baseline. Static int8 goes through PT2E (:mod:`companion.pt2e`:
 ``torch.export``, torchao's ``X86InductorQuantizer``, ``torch.compile``) and
 channel pruning through the traced graph (Torch-Pruning), so both apply to
 any exportable model, a ResNet included. A variant that does not apply to the
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -39,8 +41,18 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ._checks import check_float, check_int, check_module, evaluating, first_line
-from .measure import Table, Variant, compare, count_parameters, serialized_size
+from ._checks import (
+    CALIBRATION_BATCHES,
+    batch_inputs,
+    check_calibration,
+    check_float,
+    check_int,
+    check_module,
+    evaluating,
+    first_line,
+    is_exported,
+)
+from .measure import Table, Variant, compare, count_parameters, state_dict_bytes
 from .train import logits_of as _logits
 
 __all__ = ["ReportConfig", "optimization_report", "plot_report"]
@@ -89,17 +101,13 @@ class ReportConfig:
 
 
 def _count(loader: Iterable, max_batches: int | None = None) -> int:
-    """Samples in the first ``max_batches`` batches of ``(inputs, ...)`` batches."""
+    """Samples in the first ``max_batches`` batches of ``(inputs, ...)`` or input batches."""
     n = 0
     for i, batch in enumerate(loader):
         if max_batches is not None and i >= max_batches:
             break
-        n += len(batch[0])
+        n += len(batch_inputs(batch)[0])
     return n
-
-
-def _state_dict_bytes(model: nn.Module) -> int:
-    return serialized_size(model).bytes
 
 
 def _torch_variant(name: str, note: str, model: nn.Module, x: torch.Tensor,
@@ -113,8 +121,6 @@ def _torch_variant(name: str, note: str, model: nn.Module, x: torch.Tensor,
     ``counted`` is the model whose parameters are counted when ``model`` is a
     faster form of it (BatchNorm folded away, say).
     """
-    from .infer import is_exported
-
     if not is_exported(model):
         model.eval()
 
@@ -123,7 +129,7 @@ def _torch_variant(name: str, note: str, model: nn.Module, x: torch.Tensor,
             return model(x)
     return name, Variant(
         run=run, predict=lambda inp: output_fn(model(inp)),
-        size_bytes=_state_dict_bytes(model) if size is None else size,
+        size_bytes=state_dict_bytes(model) if size is None else size,
         nonzero=count_parameters(counted or model).nonzero if float_weights else None,
         note=note)
 
@@ -137,8 +143,6 @@ class _LogitsOnly(nn.Module):
         self.output_fn = output_fn
 
     def train(self, mode: bool = True) -> _LogitsOnly:
-        from .infer import is_exported
-
         self.training = mode
         if not is_exported(self.model):   # an exported module refuses train()/eval()
             self.model.train(mode)
@@ -155,150 +159,211 @@ def _calibrated_on(n: int, x: torch.Tensor) -> str:
 
 _NO_CALIBRATION = ("needs calibration data (pass calibration=...; with companion report, "
                    "x_calib in the .npz)")
+_NO_MODULES = ("a torch.export program has no nn.Module layers to {what}; pass the model "
+               "itself (companion report: a state dict and --arch)")
+_EXPORT_HELP = ("export with a dynamic batch: torch.export.export(model.eval(), (x,), "
+                "dynamic_shapes=({0: torch.export.Dim('batch')},))")
 
 
-def _variants(model: nn.Module, x: torch.Tensor, calibration: Iterable | None,
-              cfg: ReportConfig, output_fn: Callable[[Any], torch.Tensor] = _logits
-              ) -> list[tuple[str, Callable[[], tuple[str, Variant]]]]:
-    """``(name, build)`` pairs: each ``build()`` makes one variant (and may fail alone).
+# --------------------------------------------------------------------------- the variants
+@dataclass
+class _Work:
+    """What every variant builder reads: the report's own eval-mode copy of the model,
+    the timing batch, the calibration data, the config and the logits picker."""
 
-    ``model`` is the report's own eval-mode copy.
-    """
-    from . import infer, prune, quant, sparse
+    model: nn.Module
+    x: torch.Tensor
+    calibration: Iterable | None
+    cfg: ReportConfig
+    output_fn: Callable[[Any], torch.Tensor]
+    onnx_fp32: bytes | None = None   # the fp32 export, shared by both ONNX rows
 
-    exported = infer.is_exported(model)
-    no_modules = ("a torch.export program has no nn.Module layers to {what}; pass the model "
-                  "itself (companion report: a state dict and --arch)")
+    @property
+    def exported(self) -> bool:
+        return is_exported(self.model)
 
-    def plain(m: nn.Module) -> tuple[str, nn.Module]:
+    def plain(self, m: nn.Module) -> tuple[str, nn.Module]:
         """The fastest plain fp32 way to run ``m`` (every float row gets the same chance)."""
-        best = infer.fastest_fp32(m, x, threads=cfg.threads, rounds=max(cfg.repeats, 2))
+        from .infer import fastest_fp32
+
+        best = fastest_fp32(m, self.x, threads=self.cfg.threads,
+                            repeats=max(self.cfg.repeats, 2))
         return best.name, best.model
 
-    def fastest() -> tuple[str, Variant]:
-        how, fast = plain(model)
-        return _torch_variant(f"fp32, {how}", "fastest plain fp32: speed-up baseline",
-                              fast, x, size=_state_dict_bytes(model), counted=model,
-                              output_fn=output_fn)
+    def row(self, name: str, note: str, m: nn.Module, **kwargs: Any) -> tuple[str, Variant]:
+        return _torch_variant(name, note, m, self.x, output_fn=self.output_fn, **kwargs)
 
-    def dynamic() -> tuple[str, Variant]:
-        if exported:
-            raise ValueError(no_modules.format(what="swap for int8 kernels"))
-        q = quant.quantize_model(model, quant.DynamicInt8Config())
-        return _torch_variant("int8 dynamic",
-                              "torch.ao int8 Linear kernels; activation ranges measured at "
-                              "run time (no calibration)", q, x, float_weights=False,
-                              output_fn=output_fn)
+    def need_modules(self, what: str) -> None:
+        if self.exported:
+            raise ValueError(_NO_MODULES.format(what=what))
 
-    def static() -> tuple[str, Variant]:
-        from .pt2e import compile_int8, quantize_pt2e
-
-        if calibration is None:
+    def need_calibration(self) -> Iterable:
+        if self.calibration is None:
             raise ValueError(_NO_CALIBRATION)
-        batches = 8
-        n = _count(calibration, batches)
-        graph = quantize_pt2e(_LogitsOnly(model, output_fn), x, calibration,
-                              num_batches=batches)
-        run_int8 = compile_int8(graph, x)
-        return "int8 static", Variant(
-            run=lambda: run_int8(x), predict=run_int8, size_bytes=_state_dict_bytes(graph),
-            note=("PT2E: torchao X86InductorQuantizer + torch.compile int8 kernels; "
-                  f"{_calibrated_on(n, x)}"))
+        return self.calibration
 
-    def pruned(s: float) -> tuple[str, Variant]:
-        if exported:
-            raise ValueError(no_modules.format(what="prune"))
-        pruned_model = prune.remove(prune.prune(model, s))
-        blob = sparse.encode(pruned_model, sparse.SparseConfig(values="float32"))
-        # the row's model is the one loaded back from the very file whose bytes it prints
-        p = copy.deepcopy(pruned_model)
-        p.load_state_dict(sparse.decode(blob))
-        size = len(blob)
-        how, fast = plain(p)
-        return _torch_variant(f"pruned {s:.0%}",
-                              f"magnitude pruning, not fine-tuned; sparse fp32 file (LZMA); "
-                              f"dense kernels, {how}",
-                              fast, x, size=size, counted=p, output_fn=output_fn)
 
-    def channels() -> tuple[str, Variant]:
-        if exported:
-            raise ValueError(no_modules.format(what="prune"))
-        # the book's hand-followed chain for Sequential models, the traced graph otherwise
-        traced = None if isinstance(model, nn.Sequential) else x[:2]
-        small = prune.prune_channels(model, cfg.channel_ratio, example_input=traced)
-        how, fast = plain(small)
-        return _torch_variant(f"channels -{cfg.channel_ratio:.0%}",
-                              f"smaller dense model, not fine-tuned; {how}", fast, x,
-                              size=_state_dict_bytes(small), counted=small,
-                              output_fn=output_fn)
+_Built = tuple[str, Variant] | None
 
-    onnx_fp32: dict[str, bytes] = {}  # the fp32 export, shared by both ONNX rows
 
-    def onnx(int8: bool) -> tuple[str, Variant]:
-        if int8 and calibration is None:
-            raise ValueError(_NO_CALIBRATION)
-        if "fp32" not in onnx_fp32:
-            with torch.inference_mode():
-                plain_tensor = isinstance(model(x), torch.Tensor)
-            onnx_fp32["fp32"] = infer.export_onnx(
-                model if plain_tensor else _LogitsOnly(model, output_fn), x)
-        if int8:
-            data = infer.quantize_onnx_int8(onnx_fp32["fp32"], calibration, num_batches=8)
-            note = f"ONNX Runtime static int8 (QDQ); {_calibrated_on(_count(calibration, 8), x)}"
-        else:
-            data = onnx_fp32["fp32"]
-            note = "another engine (section 3.3)"
-        session = infer.ort_session(data, threads=cfg.threads)
-        return f"ONNX Runtime {'int8' if int8 else 'fp32'}", Variant(
-            run=infer.ort_runner(session, x), predict=lambda inp: infer.ort_predict(session, inp),
-            size_bytes=len(data), note=note)
+def _fp32_given(w: _Work, _: Any) -> _Built:
+    given = "the torch.export program as given" if w.exported else "the model as given"
+    return w.row("fp32", given, w.model)
 
-    given = ("the torch.export program as given" if exported else "the model as given")
-    builds: list[tuple[str, Callable[[], tuple[str, Variant]]]] = [
-        ("fp32", lambda: _torch_variant("fp32", given, model, x, output_fn=output_fn)),
-        ("fp32 fastest", fastest)]
-    if "dynamic" in cfg.int8:
-        builds.append(("int8 dynamic", dynamic))
-    if "static" in cfg.int8:
-        builds.append(("int8 static", static))
-    builds += [(f"pruned {s:.0%}", lambda s=s: pruned(s)) for s in cfg.sparsities]
+
+def _fp32_fastest(w: _Work, _: Any) -> _Built:
+    """The speed-up baseline; no row (``None``) when it is the model as given ("eager")."""
+    how, fast = w.plain(w.model)
+    if how == "eager":
+        return None
+    return w.row(f"fp32, {how}", "fastest plain fp32: speed-up baseline", fast,
+                 size=state_dict_bytes(w.model), counted=w.model)
+
+
+def _int8_dynamic(w: _Work, _: Any) -> _Built:
+    from . import quant
+
+    w.need_modules("swap for int8 kernels")
+    q = quant.quantize_model(w.model, quant.DynamicInt8Config())
+    return w.row("int8 dynamic", "torch.ao int8 Linear kernels; activation ranges measured at "
+                 "run time (no calibration)", q, float_weights=False)
+
+
+def _int8_static(w: _Work, _: Any) -> _Built:
+    from .pt2e import compile_int8, quantize_pt2e
+
+    calibration = w.need_calibration()
+    graph = quantize_pt2e(_LogitsOnly(w.model, w.output_fn), w.x, calibration,
+                          num_batches=CALIBRATION_BATCHES)
+    run_int8 = compile_int8(graph, w.x)
+    n = _count(calibration, CALIBRATION_BATCHES)
+    return "int8 static", Variant(
+        run=lambda: run_int8(w.x), predict=run_int8, size_bytes=state_dict_bytes(graph),
+        note=("PT2E: torchao X86InductorQuantizer + torch.compile int8 kernels; "
+              f"{_calibrated_on(n, w.x)}"))
+
+
+def _pruned(w: _Work, sparsity: float) -> _Built:
+    from . import prune, sparse
+
+    w.need_modules("prune")
+    pruned_model = prune.remove(prune.prune(w.model, sparsity))
+    blob = sparse.encode(pruned_model, sparse.SparseConfig(values="float32"))
+    # the row's model is the one loaded back from the very file whose bytes it prints
+    p = copy.deepcopy(pruned_model)
+    p.load_state_dict(sparse.decode(blob))
+    how, fast = w.plain(p)
+    return w.row(f"pruned {sparsity:.0%}", f"magnitude pruning, not fine-tuned; sparse fp32 "
+                 f"file (LZMA); dense kernels, {how}", fast, size=len(blob), counted=p)
+
+
+def _channels(w: _Work, ratio: float) -> _Built:
+    from . import prune
+
+    w.need_modules("prune")
+    # the book's hand-followed chain for Sequential models, the traced graph otherwise
+    traced = None if isinstance(w.model, nn.Sequential) else w.x[:2]
+    small = prune.prune_channels(w.model, ratio, example_input=traced)
+    how, fast = w.plain(small)
+    return w.row(f"channels -{ratio:.0%}", f"smaller dense model, not fine-tuned; {how}", fast,
+                 size=state_dict_bytes(small), counted=small)
+
+
+def _onnx(w: _Work, int8: bool) -> _Built:
+    from . import infer
+
+    calibration = w.need_calibration() if int8 else None
+    if w.onnx_fp32 is None:
+        with torch.inference_mode():
+            plain_tensor = isinstance(w.model(w.x), torch.Tensor)
+        w.onnx_fp32 = infer.export_onnx(
+            w.model if plain_tensor else _LogitsOnly(w.model, w.output_fn), w.x)
+    if calibration is not None:
+        data = infer.quantize_onnx_int8(w.onnx_fp32, calibration,
+                                        num_batches=CALIBRATION_BATCHES)
+        note = ("ONNX Runtime static int8 (QDQ); "
+                f"{_calibrated_on(_count(calibration, CALIBRATION_BATCHES), w.x)}")
+    else:
+        data, note = w.onnx_fp32, "another engine (section 3.3)"
+    session = infer.ort_session(data, threads=w.cfg.threads)
+    return f"ONNX Runtime {'int8' if int8 else 'fp32'}", Variant(
+        run=infer.ort_runner(session, w.x),
+        predict=lambda inp: infer.ort_predict(session, inp), size_bytes=len(data), note=note)
+
+
+def _planned(cfg: ReportConfig) -> list[tuple[str, Callable[[_Work, Any], _Built], Any]]:
+    """The report's rows in table order: ``(name, builder, builder's argument)``, each
+    ``builder(work, argument)`` making one variant (it may fail alone)."""
+    rows: list[tuple[str, Callable[[_Work, Any], _Built], Any]] = [
+        ("fp32", _fp32_given, None), ("fp32 fastest", _fp32_fastest, None)]
+    int8 = {"dynamic": _int8_dynamic, "static": _int8_static}
+    rows += [(f"int8 {kind}", build, None) for kind, build in int8.items() if kind in cfg.int8]
+    rows += [(f"pruned {s:.0%}", _pruned, s) for s in cfg.sparsities]
     if cfg.channel_ratio is not None:
-        builds.append((f"channels -{cfg.channel_ratio:.0%}", channels))
+        rows.append((f"channels -{cfg.channel_ratio:.0%}", _channels, cfg.channel_ratio))
     if cfg.onnx:
-        builds += [("ONNX Runtime fp32", lambda: onnx(False)),
-                   ("ONNX Runtime int8", lambda: onnx(True))]
-    return builds
+        rows += [("ONNX Runtime fp32", _onnx, False), ("ONNX Runtime int8", _onnx, True)]
+    return rows
 
 
-def _check_first_batch(model: nn.Module, xb: Any, yb: Any,
-                       output_fn: Callable[[Any], torch.Tensor]) -> None:
-    """Run the model once on the first evaluation batch; a clear ValueError if that fails."""
+def _check_first_batch(model: nn.Module, loader: Iterable, output_fn: Callable[[Any], Any],
+                      *, source: str = "eval_loader") -> None:
+    """Run the model once on the first batch of ``loader``; check its logits and labels.
+
+    The one first-batch validator (:func:`optimization_report` and
+    ``companion report`` call it): each problem is a ``ValueError`` in one
+    line that names ``source`` (``eval_loader``, or ``--data file.npz``) and
+    says how to fix it. Every batch's labels are checked against the number
+    of logits.
+
+    Raises:
+        TypeError: the batches do not hold a tensor of inputs, or the logits
+            cannot be found in the model's output (pass ``output_fn``).
+        ValueError: ``loader`` yields nothing; the inputs contain NaN or inf;
+            the model fails on the batch (the message gives its shape); the
+            logits are not ``(batch, classes)``; labels are not one integer
+            per input, or out of range for the number of logits.
+    """
+    first = next(iter(loader), None)
+    if first is None:
+        raise ValueError(f"{source} yielded no batch")
+    if not isinstance(first, (tuple, list)) or len(first) < 2:
+        raise TypeError(f"{source} must yield (inputs, labels) batches, got a batch of "
+                        f"{type(first).__name__}")
+    xb, yb = first[0], first[1]
     if not isinstance(xb, torch.Tensor):
-        raise TypeError(f"eval_loader must yield (inputs, labels) with a tensor of inputs, "
+        raise TypeError(f"{source} must yield (inputs, labels) with a tensor of inputs, "
                         f"got {type(xb).__name__}")
     if xb.is_floating_point() and not torch.isfinite(xb).all():
-        raise ValueError("eval_loader: the first batch of inputs contains NaN or inf")
+        raise ValueError(f"{source}: the first batch of inputs contains NaN or inf")
     shape = f"shape {tuple(xb.shape)}, dtype {str(xb.dtype).replace('torch.', '')}"
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             out = model(xb)
     except Exception as err:  # noqa: BLE001 - a user model fails in many ways
-        raise ValueError(f"eval_loader: the model fails on a batch of {shape} "
-                         f"({type(err).__name__}: {first_line(err)})") from err
+        hint = (f"; if it ran at another batch size, {_EXPORT_HELP}"
+                if is_exported(model) else "")
+        raise ValueError(f"{source}: the model fails on a batch of {shape} "
+                         f"({type(err).__name__}: {first_line(err)}); give inputs of the "
+                         f"shape the model takes (N,C,H,W for images){hint}") from None
     logits = output_fn(out)
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
         got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ValueError(f"output_fn: the model's logits must have shape (batch, classes), "
-                         f"got {got}")
+                         f"got {got} for a batch of {shape}")
     labels = torch.as_tensor(yb)
     if labels.is_floating_point() or labels.dim() != 1 or len(labels) != len(xb):
-        raise ValueError(f"eval_loader: labels must be a 1-D integer tensor, one per input, "
+        raise ValueError(f"{source}: labels must be a 1-D integer tensor, one per input, "
                          f"got dtype {labels.dtype} and shape {tuple(labels.shape)}")
     classes = logits.shape[1]
-    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= classes):
-        raise ValueError(f"eval_loader: labels must be in [0, {classes}) for a model with "
-                         f"{classes} outputs, got labels from {int(labels.min())} to "
-                         f"{int(labels.max())}")
+    every = torch.cat([torch.as_tensor(b[1]).reshape(-1) for b in loader])
+    low, high = int(every.min()), int(every.max())
+    if low < 0 or high >= classes:
+        raise ValueError(f"{source}: labels must be in [0, {classes}) for a model with "
+                         f"{classes} outputs (0..{classes - 1}), got labels from {low} to "
+                         f"{high}; check the labels, or build the model for "
+                         f"{max(high + 1, classes)} classes (num_classes)")
 
 
 def optimization_report(model: nn.Module, eval_loader: Iterable, *,
@@ -318,8 +383,9 @@ def optimization_report(model: nn.Module, eval_loader: Iterable, *,
             float or integer (token ids).
         calibration: ``(inputs, labels)`` batches for the activation ranges of
             static int8 (PyTorch and ONNX Runtime), taken from training or
-            validation data. Without it those rows say "not applicable"
-            (calibrating on the evaluation data would leak it into the result).
+            validation data; the first ``CALIBRATION_BATCHES`` (8) are used.
+            Without it those rows say "not applicable" (calibrating on the
+            evaluation data would leak it into the result).
         config: which variants, batch size, threads and repeats.
         progress: show a progress bar over the variants.
         output_fn: maps the model's output to its logits ``(batch, classes)``.
@@ -330,12 +396,14 @@ def optimization_report(model: nn.Module, eval_loader: Iterable, *,
     Returns:
         A :class:`~companion.measure.Table` with one row per variant: bytes,
         size ratio (against the model as given), non-zero parameters, latency
-        (median ms), speed-up (against the fastest plain fp32 row) and accuracy.
-        Its title names the CPU (:func:`companion.measure.cpu_info`).
+        (median ms), speed-up (against the fastest plain fp32 row: the model
+        as given when no faster plain form exists, then shown once) and
+        accuracy. Its title names the CPU (:func:`companion.measure.cpu_info`).
 
     Raises:
-        TypeError: ``model`` is not a module, ``output_fn`` is not callable, or
-            the logits cannot be found in the model's output (pass ``output_fn``).
+        TypeError: ``model`` is not a module, ``output_fn`` is not callable,
+            ``calibration`` is not an iterable of batches, or the logits
+            cannot be found in the model's output (pass ``output_fn``).
         ValueError: ``eval_loader`` yields nothing; the model fails on its
             first batch (the message gives the batch's shape); the logits are
             not ``(batch, classes)``; labels are out of range for the number
@@ -346,43 +414,46 @@ def optimization_report(model: nn.Module, eval_loader: Iterable, *,
     check_module(model, "model")
     if output_fn is not None and not callable(output_fn):
         raise TypeError(f"output_fn must be callable or None, got {type(output_fn).__name__}")
+    if calibration is not None:
+        check_calibration(calibration)
     out_fn = output_fn or _logits
     cfg = config or ReportConfig()
     first = next(iter(eval_loader), None)
     if first is None:
         raise ValueError("eval_loader yielded no batch")
-    xb = first[0]
     with contextlib.ExitStack() as stack:
         try:    # the variants are built from a copy: the caller's model stays as it was
             work = eval_copy(model)
         except Exception:  # noqa: BLE001 - not deep-copyable: use it, restore its modes after
             work = model
             stack.enter_context(evaluating(model))
-        _check_first_batch(work, xb, first[1], out_fn)
+        _check_first_batch(work, eval_loader, out_fn)
+        xb = first[0]
         reps = -(-cfg.batch_size // len(xb))
         x = torch.cat([xb] * reps)[: cfg.batch_size].contiguous()
-        variants = _build_variants(work, x, calibration, cfg, out_fn, progress)
+        variants = _build_variants(_Work(work, x, calibration, cfg, out_fn), progress)
         names = list(variants)  # the fastest plain fp32 row is the speed-up baseline
-        base = names[1] if variants[names[1]].run is not None else names[0]
-        return compare(variants, eval_data=eval_loader, baseline=base,
-                       rounds=max(cfg.repeats, 2), threads=cfg.threads,
+        fastest = names[1] if len(names) > 1 and names[1].startswith("fp32, ") else names[0]
+        return compare(variants, eval_data=eval_loader, baseline=fastest,
+                       repeats=max(cfg.repeats, 2), threads=cfg.threads,
                        title="optimization report", batch_size=cfg.batch_size)
 
 
-def _build_variants(model: nn.Module, x: torch.Tensor, calibration: Iterable | None,
-                    cfg: ReportConfig, output_fn: Callable[[Any], torch.Tensor],
-                    progress: bool) -> dict[str, Variant]:
+def _build_variants(work: _Work, progress: bool) -> dict[str, Variant]:
     """Every variant that builds; one that fails gets a row saying why (fp32 must build)."""
     variants: dict[str, Variant] = {}
-    for name, build in tqdm(_variants(model, x, calibration, cfg, output_fn), desc="report",
-                            disable=not progress):
+    for name, build, arg in tqdm(_planned(work.cfg), desc="report", disable=not progress):
         try:
-            built_name, variant = build()
-            variants[built_name] = variant
+            built = build(work, arg)
         except Exception as err:  # one variant failing must not hide the others
             if name == "fp32":
                 raise
             variants[name] = Variant(note=f"not applicable: {first_line(err)}")
+            continue
+        if built is not None:
+            variants[built[0]] = built[1]
+        elif name == "fp32 fastest":    # the model as given is the fastest plain fp32 path
+            variants["fp32"].note += "; the fastest plain fp32 here: speed-up baseline"
     return variants
 
 

@@ -1,4 +1,4 @@
-"""Tests of companion.apps: int8 row quantization, recall@k, budgets, calibration."""
+"""Tests of companion.apps: int8 row-wise tables, recall@k, budgets, calibration."""
 
 from __future__ import annotations
 
@@ -6,29 +6,34 @@ import numpy as np
 import pytest
 import torch
 
-from companion import apps
+from companion import apps, measure
 
 
-def test_row_quantization_error_bound_and_dtype():
-    w = torch.randn(50, 16)
-    w[3] = 0.0
-    codes, scales = apps.quantize_rows_int8(w)
-    assert codes.dtype == torch.int8 and scales.shape == (50,)
-    err = (apps.dequantize_rows(codes, scales) - w).abs()
+def test_quantized_recommender_stores_int8_rows_within_half_a_step():
+    model = apps.MatrixFactorization(30, 20, dim=16)
+    with torch.no_grad():
+        model.user.weight[3] = 0.0
+    stored, scores = apps.quantized_recommender(model)
+    codes, scales = stored["user_codes"], stored["user_scales"]
+    assert codes.dtype == torch.int8 and scales.shape == (30,)
+    rows = codes.float() * scales[:, None]   # symmetric: no zero point
+    err = (rows - model.user.weight.detach()).abs()
     assert (err <= scales[:, None] / 2 + 1e-7).all()
-    assert torch.equal(apps.dequantize_rows(codes, scales)[3], torch.zeros(16))
+    assert torch.equal(rows[3], torch.zeros(16))
+    items = stored["item_codes"].float() * stored["item_scales"][:, None]
+    torch.testing.assert_close(scores, rows @ items.T + stored["item_bias"])
 
 
 def test_quantized_tables_are_smaller_and_rank_alike():
     data = apps.make_interactions(200, 100, per_user=10, test_per_user=3, seed=0)
     model = apps.MatrixFactorization(data.num_users, data.num_items, dim=16)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    apps.fit_recommender(model, data, epochs=3)
+    apps.fit_recommender_(model, data, epochs=3)
     with torch.no_grad():
         scores = model.all_scores()
     stored, qscores = apps.quantized_recommender(model)
     fp32 = {k: v.detach() for k, v in model.state_dict().items()}
-    assert apps.table_bytes(stored) < 0.5 * apps.table_bytes(fp32)
+    assert measure.state_dict_bytes(stored) < 0.5 * measure.state_dict_bytes(fp32)
     assert abs(apps.recall_at_k(qscores, data, 10) - apps.recall_at_k(scores, data, 10)) < 0.02
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
 
@@ -73,11 +78,9 @@ def test_per_class_accuracy_and_ece():
 
 
 def test_bad_inputs():
-    with pytest.raises(ValueError, match="weight"):
-        apps.quantize_rows_int8(torch.rand(3))
-    with pytest.raises(TypeError, match="codes"):
-        apps.dequantize_rows(torch.rand(2, 2), torch.rand(2))
     with pytest.raises(TypeError, match="model"):
-        apps.fit_recommender(torch.nn.Linear(2, 2), None)
+        apps.quantized_recommender(torch.nn.Linear(2, 2))
+    with pytest.raises(TypeError, match="model"):
+        apps.fit_recommender_(torch.nn.Linear(2, 2), None)
     with pytest.raises(ValueError, match="test_per_user"):
         apps.make_interactions(10, 10, per_user=3, test_per_user=3)

@@ -22,9 +22,20 @@ def test_make_loaders_shapes(tiny_data):
 
 
 def test_make_loaders_shuffle_is_seeded(tiny_data):
-    a = next(iter(data.make_loaders(tiny_data, 8, seed=3).train))[1]
-    b = next(iter(data.make_loaders(tiny_data, 8, seed=3).train))[1]
-    assert torch.equal(a, b)
+    def order(seed: int, epochs: int = 1) -> torch.Tensor:
+        # each image is identified by its pixels: the training images in the order given
+        loader = data.make_loaders(tiny_data, 8, seed=seed).train
+        return torch.cat([x.flatten(1) for _ in range(epochs) for x, _ in loader])
+
+    plain = torch.from_numpy(tiny_data.train.x).flatten(1)
+    a, b, c = order(3), order(3), order(4)
+    assert torch.equal(a, b)                     # the same seed: the same order
+    assert not torch.equal(a, c)                 # another seed: another order
+    assert not torch.equal(a, plain)             # shuffled, not the stored order
+    # a permutation of the training set: every image once per epoch
+    assert sorted(map(tuple, a.tolist())) == sorted(map(tuple, plain.tolist()))
+    first, second = order(3, epochs=2).chunk(2)
+    assert not torch.equal(first, second)        # a new order each epoch
 
 
 def test_keras_arrays(tiny_data):

@@ -3,6 +3,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 import torch.nn.functional as F
+from state_check import assert_unchanged
 from torch import nn
 
 from companion import data, distill, models, train
@@ -70,13 +71,11 @@ def test_distill_trains_student_and_leaves_teacher_untouched(tiny_data):
     train.fit(teacher, loaders.train, epochs=5, lr=3e-3, progress=False, device="cpu")
     teacher.train()  # mode must be restored after distillation
     teacher.zero_grad(set_to_none=True)
-    before = {k: v.clone() for k, v in teacher.state_dict().items()}
     student = models.LeNet300100(16, 8)
-    hist = distill.distill(student, teacher, loaders.train, epochs=5, val_loader=loaders.val,
-                           config=distill.KDConfig(4.0, 0.7), lr=1e-2, device="cpu")
-    assert all(p.grad is None for p in teacher.parameters())
-    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
-    assert teacher.training
+    with assert_unchanged(teacher):      # weights, train mode, no gradients left
+        hist = distill.distill_(student, teacher, loaders.train, epochs=5,
+                                val_loader=loaders.val, config=distill.KDConfig(4.0, 0.7),
+                                lr=1e-2, device="cpu")
     assert hist.steps == 5 * len(loaders.train)
     assert train.evaluate(teacher, loaders.val) > 0.9
     assert hist.final_val_acc > 0.6
@@ -87,12 +86,12 @@ def test_hint_distillation_runs(tiny_data):
     teacher, student = models.LeNet300100(64, 32), models.LeNet300100(16, 8)
     hint = distill.Hint("relu1", "relu1", nn.Linear(16, 64), weight=0.5)
     reg_before = hint.regressor.weight.clone()
-    hist = distill.distill(student, teacher, loaders.train, hint=hint, device="cpu")
+    hist = distill.distill_(student, teacher, loaders.train, hint=hint, device="cpu")
     assert hist.steps == len(loaders.train)
     assert not torch.equal(reg_before, hint.regressor.weight)  # regressor is trained
     assert all(p.grad is None for p in teacher.parameters())
     with pytest.raises(ValueError, match="no layer"):
-        distill.distill(student, teacher, loaders.train, device="cpu",
+        distill.distill_(student, teacher, loaders.train, device="cpu",
                         hint=distill.Hint("nope", "relu1", nn.Linear(16, 64)))
 
 
@@ -100,7 +99,7 @@ def test_student_must_differ_from_teacher(tiny_data):
     loaders = data.make_loaders(tiny_data, 32, flatten=True)
     m = models.LeNet300100(8, 8)
     with pytest.raises(ValueError, match="different"):
-        distill.distill(m, m, loaders.train, device="cpu")
+        distill.distill_(m, m, loaders.train, device="cpu")
 
 
 def _trained_teacher(loaders, seed=0):
@@ -115,10 +114,8 @@ def test_cache_teacher_logits_are_the_eval_mode_logits_in_loader_order(tiny_data
     loaders = data.make_loaders(tiny_data, 32, flatten=True)
     teacher = _trained_teacher(loaders)
     teacher.train()                      # dropout on: the cache must use eval mode anyway
-    before = {k: v.clone() for k, v in teacher.state_dict().items()}
-    cached = distill.cache_teacher_logits(teacher, loaders.train, batch_size=100)
-    assert teacher.training and teacher[3].training          # every mode restored
-    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+    with assert_unchanged(teacher):      # weights and every mode restored
+        cached = distill.cache_teacher_logits(teacher, loaders.train, batch_size=100)
     assert len(cached) == len(loaders.train) and len(next(iter(cached))[0]) == 32
     teacher.eval()
     seen = 0
@@ -139,7 +136,7 @@ def test_distill_from_cached_logits_equals_distill_with_the_teacher(tiny_data):
     for loader in (plain, cached):
         train.set_seed(1)
         s = models.LeNet300100(16, 8)
-        h = distill.distill(s, teacher, loader, epochs=2, lr=1e-2, device="cpu",
+        h = distill.distill_(s, teacher, loader, epochs=2, lr=1e-2, device="cpu",
                             config=distill.KDConfig(4.0, 0.7))
         students.append((s, h))
     (a, ha), (b, hb) = students
@@ -154,7 +151,7 @@ def test_cached_logits_of_another_teacher_are_refused(tiny_data):
     cached = distill.cache_teacher_logits(_trained_teacher(loaders, 0), loaders.train)
     other = _trained_teacher(loaders, 1)
     with pytest.raises(ValueError, match="do not match the teacher"):
-        distill.distill(models.LeNet300100(16, 8), other, cached, device="cpu")
+        distill.distill_(models.LeNet300100(16, 8), other, cached, device="cpu")
 
 
 def test_cache_teacher_logits_bad_input(tiny_data):
@@ -172,7 +169,7 @@ def test_cache_teacher_logits_bad_input(tiny_data):
         distill.cache_teacher_logits(teacher, triples)
     cached = distill.cache_teacher_logits(teacher, loaders.train)
     with pytest.raises(ValueError, match="hint"):
-        distill.distill(models.LeNet300100(16, 8), teacher, cached, device="cpu",
+        distill.distill_(models.LeNet300100(16, 8), teacher, cached, device="cpu",
                         hint=distill.Hint("relu1", "relu1", nn.Linear(16, 16)))
 
 
@@ -232,7 +229,7 @@ class _Pair(nn.Module):
 
 def test_distill_refuses_an_empty_loader(empty_loader):
     with pytest.raises(ValueError, match="train_loader"):
-        distill.distill(nn.Linear(4, 3), nn.Linear(4, 3), empty_loader, device="cpu")
+        distill.distill_(nn.Linear(4, 3), nn.Linear(4, 3), empty_loader, device="cpu")
 
 
 def test_distill_checks_its_options(tiny_data):
@@ -243,7 +240,7 @@ def test_distill_checks_its_options(tiny_data):
                               ({"hint": "relu1"}, TypeError, "hint"),
                               ({"output_fn": 3}, TypeError, "output_fn")]:
         with pytest.raises(exc, match=name):
-            distill.distill(s, t, loaders.train, device="cpu", **kwargs)
+            distill.distill_(s, t, loaders.train, device="cpu", **kwargs)
 
 
 @dataclass
@@ -275,7 +272,7 @@ def test_distill_takes_structured_outputs(tiny_data, kind):
         teacher, student = models.LeNet300100(32, 16), models.LeNet300100(16, 8)
         if wrap:
             teacher, student = _Wrapped(teacher, kind), _Wrapped(student, kind)
-        histories.append(distill.distill(student, teacher, loaders.train, epochs=1,
+        histories.append(distill.distill_(student, teacher, loaders.train, epochs=1,
                                          val_loader=loaders.val, device="cpu"))
         students.append(student)
     assert histories[1].train_loss == histories[0].train_loss  # bit-identical
@@ -291,11 +288,11 @@ def test_distill_output_fn_and_cache(tiny_data):
     teacher = _Scores(models.LeNet300100(32, 16))
     student = _Scores(models.LeNet300100(16, 8))
     with pytest.raises(TypeError, match="output_fn"):
-        distill.distill(student, teacher, loaders.train, device="cpu")
-    hist = distill.distill(student, teacher, loaders.train, device="cpu", output_fn=pick)
+        distill.distill_(student, teacher, loaders.train, device="cpu")
+    hist = distill.distill_(student, teacher, loaders.train, device="cpu", output_fn=pick)
     assert hist.steps == len(loaders.train)
     cached = distill.cache_teacher_logits(teacher, loaders.train, output_fn=pick)
-    hist = distill.distill(student, teacher, cached, device="cpu", output_fn=pick)
+    hist = distill.distill_(student, teacher, cached, device="cpu", output_fn=pick)
     assert hist.steps == len(loaders.train)
 
 

@@ -14,7 +14,7 @@ def trained_exit_net():
     ds = data._synthetic_images(n_train=256, n_test=128, seed=0)
     loaders = data.make_loaders(ds, 32)
     net = dynamic.EarlyExitNet(c1=4, c2=8, c3=8, hidden=16)
-    dynamic.fit_early_exit(net, loaders.train, epochs=2)
+    dynamic.fit_early_exit_(net, loaders.train, epochs=2)
     x = torch.from_numpy(ds.test.x).unsqueeze(1)
     return net, x, torch.from_numpy(ds.test.y)
 
@@ -68,7 +68,7 @@ def test_stage_latency_one_time_per_stage(trained_exit_net):
 def test_mixture_of_experts_routes_and_counts(tiny_data):
     moe = dynamic.MixtureOfExperts(hidden=16, num_experts=4, k=1)
     loaders = data.make_loaders(tiny_data, 32, flatten=True)
-    dynamic.fit_dynamic(moe, loaders.train, epochs=1, penalty=0.01)
+    dynamic.fit_dynamic_(moe, loaders.train, epochs=1, penalty=0.01)
     out = moe(torch.rand(20, 784))
     assert out.shape == (20, 10) and int(moe.last_counts.sum()) == 20
     assert moe.macs_per_input() == 784 * 4 + 784 * 16 + 16 * 10
@@ -76,14 +76,32 @@ def test_mixture_of_experts_routes_and_counts(tiny_data):
         dynamic.MixtureOfExperts(num_experts=2, k=3)
 
 
-def test_skip_mlp_hard_gates_in_eval(tiny_data):
-    net = dynamic.SkipMLP(width=16, blocks=2)
-    loaders = data.make_loaders(tiny_data, 32, flatten=True)
-    dynamic.fit_dynamic(net, loaders.train, epochs=1, penalty=0.1)
-    net.eval()
+def test_skip_mlp_hard_gates_in_eval():
+    net = dynamic.SkipMLP(width=16, blocks=2).eval()
+    x = torch.rand(40, 784)
+    rows: list[int] = []
+    for block in net.blocks:
+        block.register_forward_hook(lambda _m, inputs, _out: rows.append(len(inputs[0])))
+    opened = []
     with torch.no_grad():
-        net(torch.rand(10, 784))
-    assert 0.0 <= net.executed <= 1.0
+        # each gate's bias puts its threshold between the 20th and 21st of the 40 inputs,
+        # and the reference applies the hard gates by hand
+        h = net.stem(x)
+        for block, gate in zip(net.blocks, net.gates, strict=True):
+            pre = (h @ gate.weight.T).squeeze(-1)
+            gate.bias.fill_(-float(pre.sort().values[19:21].mean()))
+            is_open = torch.sigmoid(gate(h)).squeeze(-1) >= 0.5
+            opened.append(int(is_open.sum()))
+            h = h + is_open[:, None].float() * block(h)
+        expected = net.head(h)
+        rows.clear()
+        out = net(x)
+        assert opened == [20, 20]
+        assert rows == [20, 20]          # a block runs only on the inputs whose gate is open
+        assert net.executed == 0.5
+        torch.testing.assert_close(out, expected)
+        net.train()                      # training computes what inference does
+        torch.testing.assert_close(net(x), expected)
 
 
 def test_bad_inputs():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from state_check import assert_unchanged
 
 from companion import infer, models
 
@@ -43,10 +44,8 @@ def test_int8_is_smaller_and_close(mlp_onnx):
 
 def test_export_does_not_mutate(mlp_onnx):
     model = models.LeNet300100(hidden1=8, hidden2=8).train()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    infer.export_onnx(model, torch.rand(2, 784))
-    assert model.training
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with assert_unchanged(model):        # weights and train mode
+        infer.export_onnx(model, torch.rand(2, 784))
 
 
 def test_eager_runner():
@@ -146,13 +145,13 @@ def test_fastest_fp32_picks_a_candidate_that_computes_the_same():
     torch.manual_seed(0)
     model = models.SmallCNN(4, 8, 16).eval()
     x = torch.randn(8, 1, 28, 28)
-    base = infer.fastest_fp32(model, x, rounds=3)
+    base = infer.fastest_fp32(model, x, repeats=3)
     assert set(base.comparison.names) == {"eager", "BN folded", "channels-last",
                                           "BN folded + channels-last"}
     assert base.name in base.comparison.names and base.name in str(base)
     with torch.no_grad():
         assert torch.allclose(base.model(x), model(x), atol=1e-5)
-    mlp = infer.fastest_fp32(models.LeNet300100(), torch.randn(4, 784), rounds=2)
+    mlp = infer.fastest_fp32(models.LeNet300100(), torch.randn(4, 784), repeats=2)
     assert mlp.comparison.names == ["eager"]          # nothing to fold, not 4-D
 
 
@@ -188,7 +187,7 @@ def test_latency_helpers_take_token_ids():
     model = _TokenModel()
     ids = torch.randint(0, 50, (4, 6))
     assert infer.eager_runner(model, ids)().shape == (4, 3)
-    best = infer.fastest_fp32(model, ids, rounds=2)
+    best = infer.fastest_fp32(model, ids, repeats=2)
     assert best.name == "eager"
     assert infer.model_bytes_moved(model, ids) > 0
     with pytest.raises(TypeError, match="example_input"):
@@ -206,7 +205,7 @@ def test_exported_modules_are_not_switched_to_eval():
     x = torch.rand(3, 784)
     torch.testing.assert_close(copy(x), model(x))
     assert infer.eager_runner(gm, x)().shape == (3, 10)
-    assert infer.fastest_fp32(gm, x, rounds=2).name == "eager"
+    assert infer.fastest_fp32(gm, x, repeats=2).name == "eager"
     session = infer.ort_session(infer.export_onnx(gm, x))
     np.testing.assert_allclose(infer.ort_runner(session, x)(), model(x).detach().numpy(),
                                atol=1e-5)

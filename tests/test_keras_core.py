@@ -14,7 +14,7 @@ def trained():
     x = rng.random((256, 28, 28, 1), dtype=np.float32)
     y = (x[:, :14].mean(axis=(1, 2, 3)) > x[:, 14:].mean(axis=(1, 2, 3))).astype(np.int64)
     model = core.mnist_keras_model("cnn")
-    core.fit_keras(model, x, y, epochs=1, batch_size=32)
+    core.fit_keras_(model, x, y, epochs=1, batch_size=32)
     return model, x, y
 
 
@@ -63,6 +63,6 @@ def test_bad_input(trained):
     with pytest.raises(TypeError, match="tflite_bytes"):
         core.tflite_predict("model.tflite", x)
     with pytest.raises(ValueError, match="length"):
-        core.fit_keras(model, x, y[:3], epochs=1)
+        core.fit_keras_(model, x, y[:3], epochs=1)
     with pytest.raises(TypeError, match="model"):
-        core.fit_keras("m", x, y, epochs=1)
+        core.fit_keras_("m", x, y, epochs=1)

@@ -14,9 +14,10 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from state_check import assert_unchanged
 from torch import nn
 
-from companion import lm, lm_calibrate, lm_prune, lm_quant, measure, prune
+from companion import lm, lm_calibrate, lm_prune, lm_quant, measure, prune, quant
 
 transformers = pytest.importorskip("transformers")
 from companion import llm  # noqa: E402  (needs transformers)
@@ -85,7 +86,7 @@ def test_wanda_block_by_block_equals_the_slow_reference():
     """Reference: prune block i with norms from a full pass of the model whose blocks
     before i are already pruned (one full pass per block)."""
     m, calib = _llama(), _calib()
-    ours = lm_prune.prune_lm(m, sparsity=0.5, method="wanda", calibration=calib)
+    ours = lm_prune.prune_lm(m, lm_prune.WandaConfig(sparsity=0.5), calibration=calib)
     ref = copy.deepcopy(m)
     for i in range(2):
         names = [n for n, _ in lm_calibrate.linears(ref)
@@ -103,6 +104,12 @@ def test_wanda_block_by_block_equals_the_slow_reference():
 
 
 # ---------------------------------------------------------------- GPTQ
+def _minmax(w, bits):
+    """fp16 min-max scale and zero point of every row of ``w`` (the stored scheme)."""
+    return quant.choose_qparams(w.amin(-1).float(), w.amax(-1).float(), bits,
+                                scale_dtype=torch.float16)
+
+
 def _gptq_reference(w, H, bits, group, damp=0.01, order=None):
     """GPTQ as the Optimal Brain Surgeon sweep, written the slow way: the inverse
     Hessian of the remaining columns is updated explicitly after every column (no
@@ -116,7 +123,7 @@ def _gptq_reference(w, H, bits, group, damp=0.01, order=None):
     static = None
     if order is not None and not torch.equal(order, torch.arange(cols)):
         g = W.reshape(W.shape[0], -1, group)
-        static = [lm_quant._group_params(g[:, k], bits) for k in range(cols // group)]
+        static = [_minmax(g[:, k], bits) for k in range(cols // group)]
     params = {}
     remaining = list(order.tolist())
     for j in order.tolist():
@@ -125,7 +132,7 @@ def _gptq_reference(w, H, bits, group, damp=0.01, order=None):
             s, z = static[k]
         else:
             if k not in params:
-                params[k] = lm_quant._group_params(W[:, k * group:(k + 1) * group], bits)
+                params[k] = _minmax(W[:, k * group:(k + 1) * group], bits)
             s, z = params[k]
         s, z = s.double(), z.double()
         q = torch.clamp(torch.round(W[:, j] / s) + z, 0, 2 ** bits - 1)
@@ -149,15 +156,15 @@ def test_gptq_equals_the_column_by_column_reference_for_every_block_size(act_ord
     ref = _gptq_reference(w, H, 3, 16, order=order)
     for block in (16, 32, 64):
         g = lm_quant.gptq_quantize(w, H, 3, 16, block_size=block, act_order=act_order)
-        assert (g.q.double() != ref).float().mean() < 0.01, block
+        assert (g.codes.double() != ref).float().mean() < 0.01, block
 
 
 def test_gptq_act_order_and_plain_beat_rtn_on_the_output():
     torch.manual_seed(1)
     w = torch.randn(32, 128)
     x = (torch.randn(1000, 16) @ torch.randn(16, 128)) * torch.linspace(0.1, 4, 128)
-    err = lambda g: (x @ (lm_quant.dequantize_groupwise(g) - w).T).pow(2).mean()  # noqa: E731
-    rtn = err(lm_quant.quantize_groupwise(w, 3, 32))
+    err = lambda g: (x @ (quant.dequantize(g) - w).T).pow(2).mean()  # noqa: E731
+    rtn = err(quant.quantize(w, 3, block_size=(1, 32), scale_dtype=torch.float16))
     plain = err(lm_quant.gptq_quantize(w, x.T @ x, 3, 32))
     ordered = err(lm_quant.gptq_quantize(w, x.T @ x, 3, 32, act_order=True))
     assert plain < 0.7 * rtn and ordered < 0.7 * rtn
@@ -193,8 +200,8 @@ def test_awq_clip_picks_the_best_ratio_per_group():
     x = torch.randn(256, 32)
     x[:, 0] *= 0.01
     clipped = lm_quant.awq_clip(w, x, 3, 16, grid=11)
-    err = lambda v: (x @ (lm_quant.dequantize_groupwise(  # noqa: E731
-        lm_quant.quantize_groupwise(v, 3, 16)) - w).T).pow(2).sum()
+    err = lambda v: (x @ (quant.dequantize(  # noqa: E731
+        quant.quantize(v, 3, block_size=(1, 16), scale_dtype=torch.float16)) - w).T).pow(2).sum()
     assert err(clipped) < 0.8 * err(w)
     assert clipped[:, 0].max() < 3.0             # the outlier was clipped
 
@@ -202,12 +209,13 @@ def test_awq_clip_picks_the_best_ratio_per_group():
 @pytest.mark.parametrize("method", ["rtn", "gptq", "awq"])
 def test_quantize_lm_on_llama(method):
     m = _llama()
-    ref = {k: v.clone() for k, v in m.state_dict().items()}
-    q = lm_quant.quantize_lm(m, bits=4, group_size=32, method=method, calibration=_calib())
-    assert all(torch.equal(v, m.state_dict()[k]) for k, v in ref.items())   # m untouched
+    config = {"rtn": lm_quant.RTNConfig, "gptq": lm_quant.GPTQConfig,
+              "awq": lm_quant.AWQConfig}[method](bits=4, group_size=32)
+    with assert_unchanged(m):
+        q = lm_quant.quantize_lm(m, config, calibration=_calib())
     kinds = {type(mod).__name__ for n, mod in q.named_modules() if n.startswith("model.layers")
              and n.endswith("_proj")}
-    assert kinds == {"QuantizedLinear"} and isinstance(q.lm_head, nn.Linear)
+    assert kinds == {"QuantizedWeightLayer"} and isinstance(q.lm_head, nn.Linear)
     x = _calib(1, seed=5)[0]
     assert (q(x).logits - m(x).logits).abs().max() < 0.5
     if method == "awq":   # scales were folded into the norms: no extra operation runs
@@ -221,17 +229,35 @@ def test_awq_and_gptq_beat_rtn_on_a_tiny_model_at_3_bits():
     ref = [m(b).logits for b in x]
     err = lambda q: sum((q(b).logits - r).pow(2).mean().item()   # noqa: E731
                         for b, r in zip(x, ref, strict=True))
-    rtn = err(lm_quant.quantize_lm(m, bits=3, group_size=32))
-    for method in ("gptq", "awq"):
-        assert err(lm_quant.quantize_lm(m, bits=3, group_size=32, method=method,
-                                        calibration=calib)) < rtn, method
+    rtn = err(lm_quant.quantize_lm(m, lm_quant.RTNConfig(bits=3, group_size=32)))
+    for config in (lm_quant.GPTQConfig(bits=3, group_size=32),
+                   lm_quant.AWQConfig(bits=3, group_size=32)):
+        assert err(lm_quant.quantize_lm(m, config, calibration=calib)) < rtn, config
+
+
+def test_awq_scales_up_the_outlier_input_channels():
+    """Four hidden channels 20x louder at every linear's input: AWQ's chosen scales
+    (read back from the norms they were folded into) are largest on those four."""
+    m, outliers = _llama(), [3, 17, 40, 51]
+    with torch.no_grad():
+        for layer in m.model.layers:
+            layer.input_layernorm.weight[outliers] *= 20
+            layer.post_attention_layernorm.weight[outliers] *= 20
+    q = lm_quant.quantize_lm(m, lm_quant.AWQConfig(bits=3, group_size=32),
+                             calibration=_calib(4, 48))
+    for i in range(2):
+        for norm in ("input_layernorm", "post_attention_layernorm"):
+            name = f"model.layers.{i}.{norm}.weight"
+            s = (m.get_parameter(name) / q.get_parameter(name)).detach()   # folded: w / s
+            assert sorted(s.topk(4).indices.tolist()) == outliers, name
+            assert s[outliers].min() > 1.5 * s.median(), name
 
 
 def test_quantize_lm_per_channel_and_bits_per_weight():
     m = _llama()
-    q = lm_quant.quantize_lm(m, bits=3, group_size=None)
+    q = lm_quant.quantize_lm(m, lm_quant.RTNConfig(bits=3, group_size=None))
     layer = q.model.layers[0].mlp.down_proj
-    assert layer.group_size == 128
+    assert layer.block_size == (1, 128)
     # 3-bit codes really packed: 3 bits + (16-bit scale + 3-bit zero) per row of 128
     assert layer.bits_per_weight() == pytest.approx(3 + (16 + 3) / 128, abs=0.01)
 
@@ -242,33 +268,28 @@ def test_quantize_lm_per_channel_and_bits_per_weight():
 def test_pack_bits_roundtrip_and_size(bits, rows, cols):
     g = torch.Generator().manual_seed(bits * 1000 + rows * 50 + cols)
     q = torch.randint(0, 2 ** bits, (rows, cols), generator=g, dtype=torch.uint8)
-    packed = lm_quant.pack_bits(q, bits)
+    packed = quant.pack_bits(q, bits)
     assert packed.numel() == math.ceil(rows * cols * bits / 8)
-    assert torch.equal(lm_quant.unpack_bits(packed, bits, (rows, cols)), q)
-
-
-def test_pack_bits_bad_input():
-    with pytest.raises(ValueError, match="codes in"):
-        lm_quant.pack_bits(torch.tensor([8], dtype=torch.uint8), 3)
+    assert torch.equal(quant.unpack_bits(packed, bits, (rows, cols)), q)
 
 
 # ---------------------------------------------------------------- kernels
 def test_int4_kernel_runs_the_same_codes():
     torch.manual_seed(0)
     lin = nn.Linear(128, 48, bias=True)
-    g = lm_quant.quantize_groupwise(lin.weight.detach(), 4, 64)
+    g = quant.quantize(lin.weight.detach(), 4, block_size=(1, 64), scale_dtype=torch.float16)
     fast = llm.Int4WeightOnlyLinear(g, lin.bias)
     x = torch.randn(3, 128)
     # reference: the same codes dequantized with the scale and offset rounded to bf16
     s = g.scale.float().bfloat16().float()
-    off = ((8 - g.zero.float()) * g.scale.float()).bfloat16().float()
-    w = ((g.q.float().reshape(48, 2, 64) - 8) * s[..., None] + off[..., None]).reshape(48, 128)
+    off = ((8 - g.zero_point.float()) * g.scale.float()).bfloat16().float()
+    w = ((g.codes.float().reshape(48, 2, 64) - 8) * s[..., None] + off[..., None]).reshape(48, 128)
     ref = x.bfloat16().float() @ w.T + lin.bias.detach().bfloat16().float()
     torch.testing.assert_close(fast(x), ref, atol=0.05, rtol=0.02)
     with pytest.raises(ValueError, match="group_size"):
-        llm.Int4WeightOnlyLinear(lm_quant.quantize_groupwise(lin.weight.detach(), 4, 16))
-    with pytest.raises(ValueError, match="bits"):
-        llm.Int4WeightOnlyLinear(lm_quant.quantize_groupwise(lin.weight.detach(), 3, 64))
+        llm.Int4WeightOnlyLinear(quant.quantize(lin.weight.detach(), 4, block_size=(1, 16)))
+    with pytest.raises(ValueError, match="4-bit"):
+        llm.Int4WeightOnlyLinear(quant.quantize(lin.weight.detach(), 3, block_size=(1, 64)))
 
 
 def test_int8_kernel_matches_per_channel_rounding():
@@ -387,6 +408,7 @@ def _installed() -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _installed(), reason="SmolLM2 wheel not installed (make llm)")
 def test_real_smollm2_loads_answers_and_is_the_q4_1_grid():
     info = llm.check_gguf(llm.smollm2_path())

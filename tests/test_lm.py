@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 
 import pytest
 import torch
+from state_check import assert_unchanged
 from torch import nn
 
-from companion import lm, lm_prune, lm_quant, lm_tune, parallel, prune
+from companion import lm, lm_prune, lm_quant, lm_tune, parallel, prune, quant
 
 CFG = lm.LMConfig(block_size=16, d_model=32, n_layers=2, n_heads=2)
 TOKENS = torch.randint(0, 256, (4000,), generator=torch.Generator().manual_seed(0))
@@ -111,17 +113,17 @@ def test_train_config_checks():
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
 def test_groupwise_roundtrip_error_is_half_a_step(bits):
     w = torch.randn(8, 64)
-    g = lm_quant.quantize_groupwise(w, bits, 16)
-    err = (lm_quant.dequantize_groupwise(g) - w).abs().reshape(8, 4, 16)
-    assert (err <= g.scale[..., None] / 2 + 1e-6).all()
+    g = quant.quantize(w, bits, block_size=(1, 16), scale_dtype=torch.float16)
+    err = (quant.dequantize(g) - w).abs().reshape(8, 4, 16)
+    assert (err <= g.scale.float()[..., None] / 2 + 1e-6).all()
 
 
 def test_gptq_lowers_the_output_error_of_correlated_inputs():
     torch.manual_seed(0)
     w = torch.randn(16, 64)
     x = torch.randn(512, 8) @ torch.randn(8, 64) + 0.1 * torch.randn(512, 64)
-    rtn = lm_quant.dequantize_groupwise(lm_quant.quantize_groupwise(w, 3, 16))
-    gptq = lm_quant.dequantize_groupwise(lm_quant.gptq_quantize(w, x.T @ x, 3, 16))
+    rtn = quant.dequantize(quant.quantize(w, 3, block_size=(1, 16), scale_dtype=torch.float16))
+    gptq = quant.dequantize(lm_quant.gptq_quantize(w, x.T @ x, 3, 16))
     err = lambda q: (x @ (q - w).T).pow(2).mean()  # noqa: E731
     assert err(gptq) < 0.5 * err(rtn)
 
@@ -132,31 +134,53 @@ def test_smooth_scales_keep_the_product():
     torch.testing.assert_close((x / s) @ (w * s).T, x @ w.T, atol=1e-3, rtol=1e-4)
 
 
-@pytest.mark.parametrize("method", ["rtn", "gptq", "awq"])
-def test_quantize_lm_shrinks_and_stays_close(method):
+@pytest.mark.parametrize("config", [lm_quant.RTNConfig(bits=4, group_size=16),
+                                    lm_quant.GPTQConfig(bits=4, group_size=16),
+                                    lm_quant.AWQConfig(bits=4, group_size=16)])
+def test_quantize_lm_shrinks_and_stays_close(config):
     m = _model()
-    q = lm_quant.quantize_lm(m, bits=4, group_size=16, method=method, calibration=_calib())
+    q = lm_quant.quantize_lm(m, config, calibration=_calib())
     # the default choice: the linears inside the blocks; the LM head stays float
-    assert isinstance(q.blocks[0].attn.qkv, lm_quant.QuantizedLinear)
+    assert isinstance(q.blocks[0].attn.qkv, quant.QuantizedWeightLayer)
     assert isinstance(q.head, nn.Linear) and isinstance(m.blocks[0].attn.qkv, nn.Linear)
     linear_bytes = sum(x.weight.numel() * 4 for n, x in m.named_modules()
                        if isinstance(x, nn.Linear) and n.startswith("blocks."))
     q_bytes = sum(b.numel() * b.element_size() for n, b in q.named_buffers()
-                  if n.endswith(("codes", "scale", "zero")))
+                  if n.endswith(("codes", "scale", "zero_point")))
     assert q_bytes / linear_bytes < 0.2
     assert _bytes(q) < _bytes(m)
     x = TOKENS[:16].unsqueeze(0)
     assert (q(x) - m(x)).abs().max() < 0.1
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"bits": 1}, "bits"), ({"bits": 9}, "bits"), ({"group_size": 7}, "group_size"),
-    ({"method": "gptq", "calibration": []}, "calibration"), ({"method": "awq"}, "calibration"),
-    ({"method": "hqq"}, "method"),
+@pytest.mark.parametrize(("config", "kwargs", "match"), [
+    (lm_quant.RTNConfig(group_size=7), {}, "group_size"),
+    (lm_quant.GPTQConfig(), {"calibration": []}, "calibration"),
+    (lm_quant.GPTQConfig(), {}, "calibration"), (lm_quant.AWQConfig(), {}, "calibration"),
 ])
-def test_quantize_lm_bad_input(kwargs, match):
+def test_quantize_lm_bad_input(config, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        lm_quant.quantize_lm(_model(), **kwargs)
+        lm_quant.quantize_lm(_model(), config, **kwargs)
+    with pytest.raises(TypeError, match="config"):
+        lm_quant.quantize_lm(_model(), "rtn")
+
+
+@pytest.mark.parametrize(("make", "field", "value", "exc"), [
+    (lm_quant.RTNConfig, "bits", 1, ValueError), (lm_quant.RTNConfig, "bits", 9, ValueError),
+    (lm_quant.RTNConfig, "bits", 4.0, TypeError),
+    (lm_quant.RTNConfig, "group_size", 0, ValueError),
+    (lm_quant.GPTQConfig, "act_order", "yes", TypeError),
+    (lm_quant.GPTQConfig, "damp", 0.0, ValueError),
+    (lm_quant.GPTQConfig, "group_size", -32, ValueError),
+    (lm_quant.AWQConfig, "grid", 1, ValueError), (lm_quant.AWQConfig, "batches", 0, ValueError),
+    (lm_quant.AWQConfig, "bits", 16, ValueError),
+])
+def test_quantize_configs_reject_bad_values_by_name(make, field, value, exc):
+    with pytest.raises(exc, match=field):
+        make(**{field: value})
+    config = make()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(config, field, value)
 
 
 def test_activation_absmax_has_one_value_per_input_channel():
@@ -168,13 +192,13 @@ def test_activation_absmax_has_one_value_per_input_channel():
 
 
 # ---------------------------------------------------------------- pruning
-@pytest.mark.parametrize("method", ["magnitude", "wanda"])
-def test_prune_lm_unstructured_and_2_4(method):
+@pytest.mark.parametrize("config", [lm_prune.MagnitudeConfig, lm_prune.WandaConfig])
+def test_prune_lm_unstructured_and_2_4(config):
     m = _model()
-    p = lm_prune.prune_lm(m, sparsity=0.3, method=method, calibration=_calib())
+    p = lm_prune.prune_lm(m, config(sparsity=0.3), calibration=_calib())
     assert prune.sparsity(p, filter_fn=lambda _m, n: n != "head") == pytest.approx(0.3, abs=0.02)
     assert prune.sparsity(m) == 0.0
-    p24 = lm_prune.prune_lm(m, method=method, pattern="2:4", calibration=_calib())
+    p24 = lm_prune.prune_lm(m, config(pattern="2:4"), calibration=_calib())
     w = p24.blocks[0].mlp[0].weight.reshape(-1, 4)
     assert ((w != 0).sum(dim=1) == 2).all()
 
@@ -187,11 +211,17 @@ def test_wanda_keeps_weights_on_loud_channels():
 
 def test_prune_lm_bad_input():
     with pytest.raises(ValueError, match="sparsity"):
-        lm_prune.prune_lm(_model(), sparsity=1.0, method="magnitude")
+        lm_prune.MagnitudeConfig(sparsity=1.0)
+    with pytest.raises(ValueError, match="sparsity"):
+        lm_prune.WandaConfig(sparsity=0.3, pattern="2:4")
     with pytest.raises(ValueError, match="calibration"):
-        lm_prune.prune_lm(_model(), method="wanda", calibration=[])
+        lm_prune.prune_lm(_model(), lm_prune.WandaConfig(), calibration=[])
+    with pytest.raises(ValueError, match="calibration"):
+        lm_prune.prune_lm(_model(), lm_prune.WandaConfig())
     with pytest.raises(ValueError, match="pattern"):
-        lm_prune.prune_lm(_model(), method="magnitude", pattern="4:8")
+        lm_prune.MagnitudeConfig(pattern="4:8")
+    with pytest.raises(TypeError, match="config"):
+        lm_prune.prune_lm(_model(), "magnitude")
 
 
 # ---------------------------------------------------------------- tuning
@@ -222,19 +252,20 @@ def test_optimizer_state_is_two_moments_per_trainable_parameter():
 
 def test_distill_lm_trains_the_student_only():
     teacher, student = _model(0), _model(1)
-    before = [p.clone() for p in teacher.parameters()]
-    h = lm_tune.distill_lm(student, teacher, TOKENS,
-                           lm.LMTrainConfig(steps=3, batch_size=2, warmup_steps=0))
-    assert h.steps == 3 and all(torch.equal(a, b) for a, b in zip(before, teacher.parameters(),
-                                                                  strict=True))
+    with assert_unchanged(teacher):
+        h = lm_tune.distill_lm_(student, teacher, TOKENS,
+                                lm.LMTrainConfig(steps=3, batch_size=2, warmup_steps=0))
+    assert h.steps == 3
     with pytest.raises(ValueError, match="temperature"):
-        lm_tune.distill_lm(student, teacher, TOKENS, temperature=0.0)
+        lm_tune.distill_lm_(student, teacher, TOKENS, temperature=0.0)
 
 
-def test_training_memory_formula_matches_a_measured_step():
-    m = lm.TinyGPT(lm.LMConfig(block_size=64, d_model=64, n_layers=2, n_heads=2))
-    budget = lm_tune.training_memory(m, 8, 64)
-    x, y = TOKENS[:8 * 64].view(8, 64), TOKENS[1:8 * 64 + 1].view(8, 64)
+@pytest.mark.parametrize(("batch", "seq", "width"), [(8, 64, 64), (4, 32, 32)])
+def test_training_memory_formula_matches_a_measured_step(batch, seq, width):
+    m = lm.TinyGPT(lm.LMConfig(block_size=seq, d_model=width, n_layers=2, n_heads=2))
+    budget = lm_tune.training_memory(m, batch, seq)
+    x = TOKENS[:batch * seq].view(batch, seq)
+    y = TOKENS[1:batch * seq + 1].view(batch, seq)
     opt = torch.optim.Adam(m.parameters())
 
     def step():
@@ -243,9 +274,15 @@ def test_training_memory_formula_matches_a_measured_step():
         opt.step()
 
     step()   # creates gradients and Adam's states: they are alive before the measured step
-    measured = lm.peak_memory(step) + budget.weights + budget.gradients + budget.optimizer
-    assert 0.5 < measured / budget.total < 1.5
-    assert lm_tune.training_memory(m, 8, 64, checkpoint=True).activations < budget.activations
+    params = list(m.parameters())
+    assert budget.weights == sum(4 * p.numel() for p in params)
+    assert budget.gradients == sum(p.grad.numel() * p.grad.element_size() for p in params)
+    assert budget.optimizer == lm_tune.optimizer_state_bytes(opt)
+    # what the step allocates above them: the activations. Measured: 0.96 and 1.04 of the
+    # formula here (with four heads instead of two it overestimates: 0.83 at 8x64x64)
+    assert 0.9 < lm.peak_memory(step) / budget.activations < 1.1
+    assert lm_tune.training_memory(m, batch, seq, checkpoint=True).activations < \
+        budget.activations
 
 
 # ---------------------------------------------------------------- FSDP2

@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from state_check import assert_unchanged
 from torch import nn
 
 from companion import data, lr, models
@@ -22,10 +23,9 @@ def _toy_model():
 
 def test_range_test_sweeps_exponentially_and_suggests_a_sane_lr():
     model = _toy_model()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    res = lr.lr_range_test(model, _toy_loader(), min_lr=1e-5, max_lr=10.0, steps=80,
-                           device="cpu")
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # not mutated
+    with assert_unchanged(model):
+        res = lr.lr_range_test(model, _toy_loader(), min_lr=1e-5, max_lr=10.0, steps=80,
+                               device="cpu")
     assert res.lrs[0] == pytest.approx(1e-5)
     ratios = [b / a for a, b in zip(res.lrs, res.lrs[1:], strict=False)]
     assert max(ratios) == pytest.approx(min(ratios), rel=1e-6)  # geometric
@@ -115,7 +115,7 @@ def test_training_curve_records_steps_examples_and_accuracy(tiny_data):
     loaders = data.make_loaders(tiny_data, 50, flatten=True)  # 256 images: 5 batches of 50 + 6
     model = models.LeNet300100(32, 16)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    curve = lr.training_curve(model, loaders.train, loaders.val, optimizer=opt, epochs=2,
+    curve = lr.training_curve_(model, loaders.train, loaders.val, optimizer=opt, epochs=2,
                               eval_every=4, device="cpu", label="sgd")
     assert curve.label == "sgd"
     assert curve.steps == [0, 4, 8, 12]                 # 12 steps in all: the last is a multiple
@@ -132,7 +132,7 @@ def test_training_curve_last_evaluation_and_time_to_target(tiny_data):
     loaders = data.make_loaders(tiny_data, 64, flatten=True)  # 4 steps per epoch
     model = models.LeNet300100(32, 16)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    curve = lr.training_curve(model, loaders.train, loaders.val, optimizer=opt, epochs=1,
+    curve = lr.training_curve_(model, loaders.train, loaders.val, optimizer=opt, epochs=1,
                               eval_every=3, device="cpu")
     assert curve.steps == [0, 3, 4]                     # the end is always scored
     reached = curve.val_acc[-1]
@@ -152,16 +152,16 @@ def test_training_curve_bad_input(tiny_data):
     model = models.LeNet300100(32, 16)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(TypeError, match="optimizer"):
-        lr.training_curve(model, loaders.train, loaders.val, optimizer="sgd")
+        lr.training_curve_(model, loaders.train, loaders.val, optimizer="sgd")
     with pytest.raises(TypeError, match="model"):
-        lr.training_curve("net", loaders.train, loaders.val, optimizer=opt)
+        lr.training_curve_("net", loaders.train, loaders.val, optimizer=opt)
     with pytest.raises(ValueError, match="eval_every"):
-        lr.training_curve(model, loaders.train, loaders.val, optimizer=opt, eval_every=0)
+        lr.training_curve_(model, loaders.train, loaders.val, optimizer=opt, eval_every=0)
     with pytest.raises(ValueError, match="epochs"):
-        lr.training_curve(model, loaders.train, loaders.val, optimizer=opt, epochs=0)
+        lr.training_curve_(model, loaders.train, loaders.val, optimizer=opt, epochs=0)
     big = torch.optim.SGD(model.parameters(), lr=1e30)
     with pytest.raises(ValueError, match="lower the learning rate"):
-        lr.training_curve(model, loaders.train, loaders.val, optimizer=big, epochs=3,
+        lr.training_curve_(model, loaders.train, loaders.val, optimizer=big, epochs=3,
                           device="cpu")
 
 
@@ -185,7 +185,7 @@ def test_empty_loader_is_refused_not_looped_on(empty_loader):
         lr.lr_range_test(_toy_model(), empty_loader, steps=5, device="cpu")
     opt = torch.optim.SGD(_toy_model().parameters(), lr=0.1)
     with pytest.raises(ValueError, match="train_loader"):
-        lr.training_curve(_toy_model(), empty_loader, _toy_loader(n=32), optimizer=opt,
+        lr.training_curve_(_toy_model(), empty_loader, _toy_loader(n=32), optimizer=opt,
                           device="cpu")
 
 

@@ -194,7 +194,8 @@ def test_size_formats(tmp_path):
     sd = measure.serialized_size(m)
     assert 0 <= sd.bytes - 266_610 * 4 < 8192
     assert sd.gzip_bytes < sd.bytes          # random floats compress a little
-    assert measure.model_size_bytes(m) == sd.bytes
+    assert measure.state_dict_bytes(m) == sd.bytes
+    assert measure.state_dict_bytes(m.state_dict()) == sd.bytes
     ts = measure.serialized_size(m, fmt="torchscript", example_input=x)
     ex = measure.serialized_size(m, fmt="exported", example_input=x)
     assert ts.bytes > 266_610 * 4 and ex.bytes > 266_610 * 4
@@ -274,7 +275,7 @@ def _busy(n: int) -> None:
 def test_compare_latency_gives_the_ratio_of_known_costs():
     before = torch.get_num_threads()
     cmp = measure.compare_latency({"n": lambda: _busy(20_000), "2n": lambda: _busy(40_000)},
-                                  rounds=25, warmup=2)
+                                  repeats=25, warmup=2)
     assert torch.get_num_threads() == before
     assert cmp.baseline == "n" and cmp.threads == 1 and cmp.names == ["n", "2n"]
     assert 0.5 / 1.25 <= cmp.speedup("2n") <= 0.5 * 1.25        # 2x the work: half the speed
@@ -285,7 +286,7 @@ def test_compare_latency_gives_the_ratio_of_known_costs():
 
 def test_compare_latency_interleaves_and_rotates():
     order = []
-    measure.compare_latency({k: (lambda k=k: order.append(k)) for k in "abc"}, rounds=3,
+    measure.compare_latency({k: (lambda k=k: order.append(k)) for k in "abc"}, repeats=3,
                             warmup=0)
     assert order == list("abc" + "bca" + "cab")
 
@@ -293,7 +294,7 @@ def test_compare_latency_interleaves_and_rotates():
 def test_compare_latency_modules_and_baseline():
     lin = nn.Linear(8, 8).train()
     cmp = measure.compare_latency({"big": nn.Linear(8, 8), "small": lin}, torch.zeros(4, 8),
-                                  baseline="small", rounds=3)
+                                  baseline="small", repeats=3)
     assert cmp.baseline == "small" and cmp.batch_size == 4 and lin.training
     assert len(cmp.rows()) == 2 and len(cmp.times_ms["big"]) == 3
 
@@ -303,7 +304,7 @@ def test_compare_latency_modules_and_baseline():
     ({"variants": {"a": 3}}, TypeError),
     ({"variants": {"a": nn.Linear(2, 2)}}, ValueError),            # no example_input
     ({"variants": {"a": lambda: None}, "baseline": "b"}, ValueError),
-    ({"variants": {"a": lambda: None}, "rounds": 1}, ValueError),
+    ({"variants": {"a": lambda: None}, "repeats": 1}, ValueError),
     ({"variants": {"a": lambda: None}, "threads": 0}, ValueError),
 ])
 def test_compare_latency_bad_input(kwargs, err):
@@ -316,7 +317,7 @@ def test_assert_timing_remeasures_once_before_failing():
 
     def fn():
         runs.append(1)
-    cmp = measure.compare_latency({"a": fn, "b": fn}, rounds=2, warmup=0)
+    cmp = measure.compare_latency({"a": fn, "b": fn}, repeats=2, warmup=0)
     calls = []
 
     def flaky(c):
@@ -392,7 +393,7 @@ def test_compare_one_table_for_modules_and_variants():
                                         predict=lambda b: small(b).detach().numpy(),
                                         size_bytes=100, note="a runner"),
          "absent": measure.Variant(note="not applicable: no kernel")},
-        x, data, rounds=3, warmup=1, title="toy")
+        x, data, repeats=3, warmup=1, title="toy")
     rows = {r["variant"]: r for r in table.rows}
     assert list(rows) == ["big", "small", "numpy small", "absent"]
     assert table.columns == measure.COLUMNS
@@ -418,7 +419,7 @@ def test_compare_variant_model_overrides_and_timing_reuse():
     x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
     variants = {"fp32": model,
                 "same, other file": measure.Variant(model=model, size_bytes=10, note="n")}
-    timing = measure.compare_latency({"fp32": model, "same, other file": model}, x, rounds=2)
+    timing = measure.compare_latency({"fp32": model, "same, other file": model}, x, repeats=2)
     table = measure.compare(variants, x, [(x, y)], timing=timing)
     rows = {r["variant"]: r for r in table.rows}
     assert rows["same, other file"]["bytes"] == 10 and rows["same, other file"]["note"] == "n"

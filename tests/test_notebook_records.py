@@ -9,7 +9,7 @@ time and stamps each. These checks read what it left:
   timestamps;
 * no two notebooks' executions overlap in time (notebooks run side by side
   slow each other down, and their timings are then wrong);
-* every cell whose output nbval ignores (``# NBVAL_IGNORE_OUTPUT``: timings,
+* every cell whose output nbval ignores (cell tag ``nbval-ignore-output``: timings,
   training results) and that prints a result (standard output, not only a
   figure or a library's log on stderr) is checked by an ``assert`` in that
   cell or one of the next three code cells; and no compared cell prints a
@@ -111,13 +111,17 @@ def test_measured_outputs_are_ignored_by_nbval_and_asserted(path):
     cells, problems = _code_cells(_load(path)), []
     for i, cell in enumerate(cells):
         src, text = _src(cell), _text(cell)
-        if "NBVAL_IGNORE_OUTPUT" in src:
+        tags = cell["metadata"].get("tags", [])
+        if "NBVAL_" in src:
+            problems.append(f"code cell {i}: an nbval comment marker shows on the page; use "
+                            f"the cell tag (nbval-ignore-output, nbval-skip) instead")
+        if "nbval-ignore-output" in tags:
             window = "\n".join(_src(c) for c in cells[i:i + 4])
             if text.strip() and not re.search(r"\bassert\b|assert_timing\(", window):
                 problems.append(f"code cell {i}: an ignored output that no assert checks")
-        elif ("NBVAL_SKIP" not in src and "deterministic-output" not in cell["metadata"].get(
-                "tags", []) and (hit := MEASURED.search(text))):
+        elif ("nbval-skip" not in tags and "deterministic-output" not in tags
+              and (hit := MEASURED.search(text))):
             problems.append(f"code cell {i} is compared by nbval but prints a measured "
-                            f"quantity ({hit.group(0)!r}): mark it # NBVAL_IGNORE_OUTPUT "
+                            f"quantity ({hit.group(0)!r}): tag it nbval-ignore-output "
                             f"and assert the claim")
     assert not problems, f"{path.name}:\n" + "\n".join(problems)

@@ -35,22 +35,22 @@ LAYERS = [
     ["_checks", "_timing", "plot"],
     ["measure.table", "measure.cpu", "lm.corpus", "lm.model"],
     ["measure.size", "measure.flops", "measure.latency", "measure.profile"],
-    ["data", "models", "architectures", "optim", "pt2e", "_channel_graph", "quant.affine",
-     "lm_calibrate", "llm.text", "llm.decode"],
+    ["data", "models", "architectures", "optim", "pt2e", "prune.channel_graph", "quant.affine",
+     "llm.text", "llm.decode"],
     ["train.evaluation", "train.setup", "quant.observers", "llm.loading"],
     ["train.loop"],
     ["train"],
     ["measure.compare"],
-    ["measure", "reference", "keras.core", "apps", "lr", "regularize", "quant.configs",
-     "distill", "amp", "lm_quant", "prune.unstructured", "prune.semi_structured"],
-    ["quant.modules", "prune.schedules", "prune.structured", "prune.l1", "llm.kernels"],
+    ["measure", "reference", "keras.core", "lr", "regularize", "quant.configs",
+     "distill", "amp", "prune.unstructured", "prune.semi_structured"],
+    ["quant.modules", "prune.schedules", "prune.structured", "prune.l1"],
     ["quant.backends"],
     ["quant.api"],
     ["quant"],
-    ["infer.engines", "lm.training", "lm.evaluation"],
-    ["infer.onnx_engine", "infer.roofline_model"],
-    ["prune", "infer", "dynamic", "lm", "lm_prune", "llm"],
-    ["sparse", "lm_tune", "parallel", "keras.prune"],
+    ["infer.engines", "lm.training", "lm.evaluation", "lm_calibrate", "apps"],
+    ["infer.onnx_engine", "infer.roofline_model", "lm_quant", "llm.kernels"],
+    ["prune", "infer", "dynamic", "lm", "llm"],
+    ["sparse", "lm_tune", "parallel", "keras.prune", "lm_prune"],
     ["keras"],
     ["report"],
     ["cli_load"],
@@ -101,3 +101,83 @@ def test_modules_import_only_lower_layers():
               for dep in _companion_imports(path, root)
               if dep in layer_of and layer_of[dep] >= layer_of[name]]
     assert not upward, f"imports at the same or a higher layer: {upward}"
+
+
+def _package_inits():
+    from pathlib import Path
+
+    root = Path(companion.__file__).parent
+    return sorted(root.rglob("__init__.py"))
+
+
+def test_no_package_reexports_a_private_name():
+    """A package's ``__init__`` imports public names only: private helpers are imported
+    from their own file by the modules that need them (``from .affine import _codes``)."""
+    import ast
+
+    found = []
+    for path in _package_inits():
+        text = path.read_text()
+        assert "noqa: F401" not in text, f"{path}: an unused import hidden by noqa"
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ImportFrom):
+                found += [f"{path.parent.name}: {a.name}" for a in node.names
+                          if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not found, f"private names re-exported: {found}"
+
+
+# the subpackages that import their files eagerly; companion and companion.keras load
+# their submodules on first use (their __all__ lists submodules)
+EAGER_PACKAGES = ["quant", "prune", "measure", "train", "infer", "lm", "llm"]
+
+
+@pytest.mark.parametrize("name", EAGER_PACKAGES)
+def test_package_namespace_is_its_all(name):
+    """Every public name a package holds is in its ``__all__`` (and the other way round),
+    and each public class or function says the package is its home (``__module__``)."""
+    import importlib
+    import inspect
+    import types
+
+    try:
+        package = importlib.import_module(f"companion.{name}")
+    except ModuleNotFoundError as err:
+        if (err.name or "").startswith("companion"):
+            raise
+        pytest.skip(f"companion.{name} needs {err.name} (an optional extra)")
+    names = {n for n, v in vars(package).items()
+             if not n.startswith("_") and not isinstance(v, types.ModuleType)
+             and n not in ("annotations", "own_public_names")}
+    assert names == set(package.__all__), (
+        f"not in __all__: {sorted(names - set(package.__all__))}; "
+        f"in __all__ but missing: {sorted(set(package.__all__) - names)}")
+    private = [n for n in vars(package) if n.startswith("_") and not n.startswith("__")]
+    assert not private, f"companion.{name} holds private names: {private}"
+    homes = {n: getattr(package, n).__module__ for n in package.__all__
+             if inspect.isclass(getattr(package, n)) or inspect.isfunction(getattr(package, n))}
+    assert all(home == package.__name__ for home in homes.values()), homes
+
+
+@pytest.mark.parametrize("name", EAGER_PACKAGES)
+def test_no_file_shadows_a_package_name(name):
+    """A function or class in a package's file that has the name of one of the package's
+    public names is that very object (the graph engine's ``prune_`` once shadowed
+    ``prune.prune_``)."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    try:
+        package = importlib.import_module(f"companion.{name}")
+    except ModuleNotFoundError as err:
+        if (err.name or "").startswith("companion"):
+            raise
+        pytest.skip(f"companion.{name} needs {err.name} (an optional extra)")
+    shadows = []
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        for n, obj in vars(module).items():
+            if (n in package.__all__ and (inspect.isfunction(obj) or inspect.isclass(obj))
+                    and obj is not getattr(package, n)):
+                shadows.append(f"{info.name}.{n}")
+    assert not shadows, f"files define another object under a package name: {shadows}"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import io
+import itertools
 import math
 import warnings
 
@@ -10,6 +12,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from state_check import assert_unchanged
 from torch import nn
 
 from companion import measure, models, quant, train
@@ -73,15 +76,81 @@ def test_smallest_storage_dtype(bits, signed, dtype):
     assert q.codes.dtype == dtype
 
 
-@pytest.mark.parametrize("bits", [2, 3, 4])
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 5, 6, 7, 8])
+@pytest.mark.parametrize("shape", [(1,), (7,), (3, 5), (2, 3, 11)])
+def test_pack_bits_round_trip_and_size(bits, shape):
+    codes = torch.randint(0, 2 ** bits, shape, generator=torch.Generator().manual_seed(bits),
+                          dtype=torch.uint8)
+    packed = quant.pack_bits(codes, bits)
+    assert packed.dtype == torch.uint8 and packed.numel() == math.ceil(codes.numel() * bits / 8)
+    assert torch.equal(quant.unpack_bits(packed, bits, shape), codes)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 7, 8, 12])
 @pytest.mark.parametrize("n", [1, 7, 10])
-def test_pack_low_bits_round_trip(bits, n):
+def test_qtensor_nbytes_is_the_densely_packed_codes(bits, n):
     for signed in (True, False):
         q = quant.quantize(torch.randn(n), bits, signed=signed)
-        packed = quant.pack(q)
-        assert packed.dtype == torch.uint8 and packed.numel() == math.ceil(n / 2)
-        assert torch.equal(quant.unpack(packed, bits, signed, n), q.codes.flatten())
-        assert q.nbytes == math.ceil(n / 2)
+        assert q.nbytes == (math.ceil(n * bits / 8) if bits <= 8 else 2 * n)
+
+
+def _blockwise_reference(x, bits, block):
+    """Each block's own min/max quantizer, written out block by block in float64."""
+    out = torch.empty_like(x, dtype=torch.float64)
+    qmax = 2 ** bits - 1
+    for idx in itertools.product(*(range(0, n, b) for n, b in zip(x.shape, block, strict=True))):
+        sl = tuple(slice(i, i + b) for i, b in zip(idx, block, strict=True))
+        v = x[sl].double()
+        lo, hi = min(v.min().item(), 0.0), max(v.max().item(), 0.0)
+        s = (hi - lo) / qmax
+        z = min(max(-round(lo / s), 0), qmax)
+        out[sl] = (torch.clamp(torch.round(v / s) + z, 0, qmax) - z) * s
+    return out
+
+
+@pytest.mark.parametrize("block", [(1, 8), (1, 24), (4, 24), (2, 6), (4, 1)])
+@pytest.mark.parametrize("bits", [3, 4, 8])
+def test_block_size_matches_a_quantizer_per_block(block, bits):
+    x = torch.randn(4, 24, generator=torch.Generator().manual_seed(0))
+    q = quant.quantize(x, bits, block_size=block)
+    grid = (4 // block[0], 24 // block[1])
+    assert q.scale.shape == grid and q.zero_point.shape == grid and q.block_size == block
+    ref = _blockwise_reference(x, bits, block)
+    step = quant.error_bound(q).double() * 2
+    # the same grid up to float32 rounding: at most one step apart, and rarely that
+    diff = (quant.dequantize(q).double() - ref).abs()
+    assert bool((diff <= step * 1.0001).all()) and (diff > 1e-6).float().mean() < 0.01
+    assert bool(((quant.dequantize(q) - x).abs() <= quant.error_bound(q) * 1.0001).all())
+
+
+def test_block_size_per_row_and_per_tensor_equal_axis_and_tensor_codes():
+    w = torch.randn(6, 10, generator=torch.Generator().manual_seed(1))
+    for symmetric in (True, False):
+        per_row = quant.quantize(w, 8, block_size=(1, 10), symmetric=symmetric)
+        assert torch.equal(per_row.codes, quant.quantize(w, 8, axis=0, symmetric=symmetric).codes)
+        whole = quant.quantize(w, 8, block_size=(6, 10), symmetric=symmetric)
+        assert torch.equal(whole.codes, quant.quantize(w, 8, symmetric=symmetric).codes)
+    ref = torch.quantize_per_channel(w, quant.quantize(w, 8, axis=0).scale.double(),
+                                     quant.quantize(w, 8, axis=0).zero_point.long(), 0,
+                                     torch.quint8)
+    assert torch.equal(quant.quantize(w, 8, block_size=(1, 10)).codes,
+                       ref.int_repr())
+
+
+def test_block_size_scale_dtype_and_bad_input():
+    w = torch.randn(4, 32)
+    q = quant.quantize(w, 4, block_size=(1, 16), scale_dtype=torch.float16)
+    assert q.scale.dtype == torch.float16 and q.codes.dtype == torch.uint8
+    with pytest.raises(ValueError, match=r"block_size\[1\]"):
+        quant.quantize(w, 4, block_size=(1, 5))
+    with pytest.raises(ValueError, match="block_size"):
+        quant.quantize(w, 4, block_size=(1,))
+    with pytest.raises(TypeError, match="block_size"):
+        quant.quantize(w, 4, block_size=16)
+    with pytest.raises(ValueError, match="axis"):
+        quant.quantize(w, 4, block_size=(1, 16), axis=0)
+    with pytest.raises(TypeError, match="scale_dtype"):
+        quant.quantize(w, 4, block_size=(1, 16), scale_dtype=torch.int8)
 
 
 @pytest.mark.parametrize("value", [0.0, 2.5, -1.0])
@@ -186,14 +255,27 @@ def test_minmax_observer_matches_torch():
 
 def test_calibrate_observes_layers_without_changing_model():
     model = models.LeNet300100()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
     loader = [(torch.rand(8, 784), torch.zeros(8)) for _ in range(3)]
-    obs = quant.calibrate(model, loader, ["relu1", "fc3"], observer="percentile")
+    with assert_unchanged(model):
+        obs = quant.calibrate(model, loader, ["relu1", "fc3"], observer="percentile")
     assert set(obs) == {"relu1", "fc3"}
     assert obs["relu1"].range()[0] >= 0.0
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     with pytest.raises(ValueError, match="layers"):
         quant.calibrate(model, loader, ["nope"])
+
+
+def test_calibrate_reads_calibration_batches_by_default():
+    from companion._checks import CALIBRATION_BATCHES
+    model = nn.Sequential(nn.Linear(3, 2))
+    batches = [torch.zeros(4, 3) for _ in range(CALIBRATION_BATCHES)] + [torch.full((4, 3), 9.0)]
+    default = quant.calibrate(model, batches, ["0"], inputs=True)["0"]
+    assert default.range() == (0.0, 0.0)          # the batch past the default is not read
+    every = quant.calibrate(model, batches, ["0"], inputs=True, num_batches=None)["0"]
+    assert every.range() == (0.0, 9.0)
+    assert quant.StaticInt8Config().num_batches == quant.PTQConfig().num_batches == \
+        CALIBRATION_BATCHES
+    with pytest.raises(TypeError, match="calibration"):
+        quant.calibrate(model, "batches")
 
 
 # --------------------------------------------------------------------------- model level
@@ -208,11 +290,6 @@ def trained():
     return model, loaders
 
 
-def _same_state(a: nn.Module, b: dict) -> bool:
-    return all(torch.equal(b[k], v) for k, v in a.state_dict().items()) and \
-        set(a.state_dict()) == set(b)
-
-
 @pytest.mark.parametrize("config,calibrated", [
     (quant.WeightOnlyConfig(8), False),
     (quant.WeightOnlyConfig(4), False),
@@ -222,11 +299,9 @@ def _same_state(a: nn.Module, b: dict) -> bool:
 ])
 def test_quantize_model_accuracy_size_and_caller_unchanged(trained, config, calibrated):
     model, loaders = trained
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    structure = str(model)
-    qmodel = quant.quantize_model(model, config,
-                                  calibration=loaders.train if calibrated else None)
-    assert _same_state(model, before) and str(model) == structure
+    with assert_unchanged(model):        # weights, layers, modes
+        qmodel = quant.quantize_model(model, config,
+                                      calibration=loaders.train if calibrated else None)
     fp32 = train.evaluate(model, loaders.test)
     acc = train.evaluate(qmodel, loaders.test)
     assert acc >= fp32 - 0.05
@@ -357,6 +432,37 @@ def test_weight_only_layer_keeps_padding_mode(mode, conv):
     assert mode in repr(stored)
 
 
+@pytest.mark.parametrize("bits,block", [(3, (1, 64)), (4, (1, 128)), (8, None), (2, (1, 32))])
+def test_quantized_weight_layer_bits_per_weight_is_what_is_stored(bits, block):
+    layer = nn.Linear(1024, 1024)
+    q = (quant.quantize(layer.weight.detach(), bits, block_size=block,
+                        scale_dtype=torch.float16) if block else None)
+    stored = quant.QuantizedWeightLayer(layer, bits, weight=q)
+    buf = io.BytesIO()
+    torch.save({k: v for k, v in stored.state_dict().items() if k != "bias"}, buf)
+    serialized = 8 * len(buf.getvalue()) / layer.weight.numel()
+    assert 0 <= serialized - stored.bits_per_weight() < 0.03   # the container's metadata
+    if block:   # b-bit codes, an fp16 scale and a b-bit zero point per group
+        assert stored.bits_per_weight() == pytest.approx(bits + (16 + bits) / block[1])
+    else:       # symmetric: 8-bit codes and a float32 scale per row, no zero point
+        assert stored.zero_point is None
+        assert stored.bits_per_weight() == pytest.approx(8 + 32 / 1024)
+    torch.testing.assert_close(stored.weight(), quant.dequantize(q) if block else
+                               quant.fake_quantize(layer.weight.detach(), 8, symmetric=True,
+                                                   axis=0))
+    x = torch.randn(3, 1024)
+    torch.testing.assert_close(stored(x), nn.functional.linear(x, stored.weight(), layer.bias))
+
+
+def test_quantized_weight_layer_bad_input():
+    with pytest.raises(TypeError, match="weight"):
+        quant.QuantizedWeightLayer(nn.Linear(4, 2), weight=torch.randn(2, 4))
+    with pytest.raises(ValueError, match="shape"):
+        quant.QuantizedWeightLayer(nn.Linear(4, 2), weight=quant.quantize(torch.randn(3, 4)))
+    with pytest.raises(TypeError, match="layer"):
+        quant.QuantizedWeightLayer(nn.ReLU())
+
+
 def _circular_net() -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, padding_mode="circular"), nn.ReLU(),
                          nn.Flatten(), nn.Linear(4 * 6 * 6, 5))
@@ -435,18 +541,13 @@ def test_fake_quantize_warns_once_when_evaluated_without_a_range():
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         calibrated.eval()(x)
-    with pytest.raises(ValueError, match="loader"):
+    with pytest.raises(ValueError, match="calibration"):
         quant.calibrate_fake_quant_(calibrated, [])
 
 
 def _static_net() -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
                          nn.Linear(4 * 4 * 4, 3))
-
-
-def _snapshot(model: nn.Module):
-    return str(model), {k: v.clone() for k, v in model.state_dict().items()}, \
-        [m.training for m in model.modules()]
 
 
 @pytest.mark.parametrize("calibration,exc,match", [
@@ -466,13 +567,9 @@ def test_static_calibration_validated_up_front(calibration, exc, match):
 ])
 def test_quantize_model_in_place_is_atomic(calibration, exc):
     model = _static_net().train()
-    before = _snapshot(model)
-    with pytest.raises(exc):
+    with assert_unchanged(model), pytest.raises(exc):   # a failed call changes nothing
         quant.quantize_model_(model, quant.StaticInt8Config(num_batches=2),
                               calibration=calibration())
-    after = _snapshot(model)
-    assert after[0] == before[0] and after[2] == before[2]
-    assert all(torch.equal(before[1][k], v) for k, v in after[1].items())
     # and a good calibration converts the very same object
     out = quant.quantize_model_(model, quant.StaticInt8Config(),
                                 calibration=[torch.rand(4, 1, 6, 6)])
@@ -491,19 +588,24 @@ def test_weight_only_is_atomic():
 
 @pytest.mark.parametrize("kwargs,exc,name", [
     (dict(packed=torch.ones(4), bits=4), TypeError, "packed"),         # float, not bytes
-    (dict(packed=torch.ones(4), bits=8), TypeError, "packed"),
     (dict(packed=torch.ones(4, dtype=torch.int8), bits=4), TypeError, "packed"),
     (dict(packed=[1, 2], bits=4), TypeError, "packed"),
-    (dict(packed=torch.ones(4, dtype=torch.uint8), bits=4, numel=9), ValueError, "numel"),
-    (dict(packed=torch.ones(4, dtype=torch.uint8), bits=4, numel=-1), ValueError, "numel"),
-    (dict(packed=torch.ones(4, dtype=torch.uint8), bits=1), ValueError, "bits"),
-    (dict(packed=torch.ones(4, dtype=torch.uint8), bits=17), ValueError, "bits"),
-    (dict(packed=torch.ones(4, dtype=torch.uint8), bits=8, signed="yes"), TypeError, "signed"),
+    (dict(packed=torch.ones(4, dtype=torch.uint8), bits=4, shape=(9,)), ValueError, "packed"),
+    (dict(packed=torch.ones(4, dtype=torch.uint8), bits=4, shape=(-1,)), ValueError, "shape"),
+    (dict(packed=torch.ones(4, dtype=torch.uint8), bits=0), ValueError, "bits"),
+    (dict(packed=torch.ones(4, dtype=torch.uint8), bits=9), ValueError, "bits"),
 ])
-def test_unpack_bad_input(kwargs, exc, name):
-    args = dict(signed=True, numel=4) | kwargs
+def test_unpack_bits_bad_input(kwargs, exc, name):
+    args = dict(shape=(8,)) | kwargs
     with pytest.raises(exc, match=name):
-        quant.unpack(args["packed"], args["bits"], args["signed"], args["numel"])
+        quant.unpack_bits(args["packed"], args["bits"], args["shape"])
+
+
+def test_pack_bits_bad_input():
+    with pytest.raises(ValueError, match="codes"):
+        quant.pack_bits(torch.tensor([8], dtype=torch.uint8), 3)
+    with pytest.raises(TypeError, match="codes"):
+        quant.pack_bits(torch.tensor([1], dtype=torch.int8), 3)
 
 
 def test_flags_must_be_bools():
@@ -519,5 +621,5 @@ def test_flags_must_be_bools():
         quant.QATConfig(quantize_input="no")
     with pytest.raises(TypeError, match="inputs"):
         quant.calibrate(_circular_net(), [torch.randn(2, 3, 6, 6)], inputs="yes")
-    with pytest.raises(ValueError, match="loader"):
+    with pytest.raises(ValueError, match="calibration"):
         quant.calibrate(_circular_net(), [])

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from state_check import assert_unchanged
 
 from companion import measure, models, prune, sparse
 
@@ -31,7 +30,7 @@ def test_float32_roundtrip_is_exact(pruned, index, codec, tmp_path):
 
 
 def test_kmeans_file_is_small_and_keeps_positions(pruned, tmp_path):
-    dense = measure.model_size_bytes(models.LeNet300100())
+    dense = measure.state_dict_bytes(models.LeNet300100())
     size = sparse.save(pruned, tmp_path / "m.spz", sparse.SparseConfig(values="kmeans", bits=5))
     assert dense / size > 30
     got, ref = sparse.load(tmp_path / "m.spz"), prune.effective_state_dict(pruned)
@@ -53,10 +52,8 @@ def test_saved_bytes_equal_in_memory_bytes(pruned, tmp_path):
 
 
 def test_encode_leaves_model_unchanged(pruned):
-    before = copy.deepcopy(pruned.state_dict())
-    sparse.encode(pruned)
-    after = pruned.state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before) and before.keys() == after.keys()
+    with assert_unchanged(pruned):
+        sparse.encode(pruned)
 
 
 @settings(max_examples=25, deadline=None)

@@ -5,7 +5,7 @@ Usage:
 
 Each directory is a copy of ``_build/jupyter_execute`` (the notebooks as the
 book build executed them). For every notebook in both, the outputs of every
-code cell *not* marked ``# NBVAL_IGNORE_OUTPUT`` must be identical: those are
+code cell *not* tagged ``nbval-ignore-output`` must be identical: those are
 the deterministic results (counts, formulas, seeded data). Cells marked
 ignore hold timings and training results; their claims are checked by the
 asserts that follow them, and since each build ran to the end with
@@ -49,8 +49,7 @@ def _cells(path: Path) -> list[tuple[bool, str]]:
     for cell in nb["cells"]:
         if cell["cell_type"] != "code":
             continue
-        src = "".join(cell["source"])
-        ignored = src.lstrip().startswith("# NBVAL_IGNORE_OUTPUT")
+        ignored = "nbval-ignore-output" in cell.get("metadata", {}).get("tags", [])
         out.append((ignored, "".join(_text(o) for o in cell.get("outputs", []))))
     return out
 

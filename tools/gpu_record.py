@@ -99,10 +99,10 @@ def amp_rows(device: torch.device, width: int, batch: int, epochs: int) -> list[
     rows = []
     for precision in ("fp32", "bf16", "fp16"):
         train.set_seed(0)
-        ips = amp.throughput(make(), x, y, precision=precision, steps=50, warmup=10)
+        ips = amp.throughput(make(), x, y, precision=precision, repeats=50, warmup=10)
         train.set_seed(0)
         model = make()
-        rep = amp.fit_amp(model, loaders.train, precision=precision, epochs=epochs,
+        rep = amp.fit_amp_(model, loaders.train, precision=precision, epochs=epochs,
                           test_loader=loaders.test)
         rows.append({"precision": precision, "train images/s": ips, "test acc": rep.accuracy,
                      "skipped steps": rep.skipped_steps})

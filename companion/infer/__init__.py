@@ -20,14 +20,8 @@ are latency-bound.
 from __future__ import annotations
 
 from .._checks import own_public_names
-
-# every name of the former single module, private ones included (hence the noqa: they
-# are re-exported for callers, not used here); the public ones are listed in __all__
-from .engines import (  # noqa: F401
-    _INT_DTYPES,
+from .engines import (
     Fp32Baseline,
-    _check_input,
-    _copy,
     compile_model,
     eager_runner,
     eval_copy,
@@ -35,11 +29,7 @@ from .engines import (  # noqa: F401
     fold_batchnorm,
     is_exported,
 )
-from .onnx_engine import (  # noqa: F401
-    _ORT_DTYPES,
-    _ArrayReader,
-    _input_dtype,
-    _quiet_onnx,
+from .onnx_engine import (
     accuracy_of,
     export_onnx,
     ort_predict,
@@ -47,9 +37,8 @@ from .onnx_engine import (  # noqa: F401
     ort_session,
     quantize_onnx_int8,
 )
-from .roofline_model import (  # noqa: F401
+from .roofline_model import (
     Roofline,
-    _best_time,
     measure_bandwidth,
     measure_peak_flops,
     model_bytes_moved,

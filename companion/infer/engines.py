@@ -59,7 +59,7 @@ class Fp32Baseline:
 
 
 def fastest_fp32(model: nn.Module, example_input: torch.Tensor, *, threads: int = 1,
-                 rounds: int = 20) -> Fp32Baseline:
+                 repeats: int = 20) -> Fp32Baseline:
     """Find the fastest plain float32 way to run ``model``: the baseline of a speed-up.
 
     A speed-up of int8 or of a pruned model means little against a slow
@@ -83,7 +83,7 @@ def fastest_fp32(model: nn.Module, example_input: torch.Tensor, *, threads: int 
         example_input: a batch as the model will see it (float, or integer
             token ids).
         threads: PyTorch threads for the timing (default 1).
-        rounds: interleaved rounds of :func:`companion.measure.compare_latency`.
+        repeats: interleaved timing rounds of :func:`companion.measure.compare_latency`.
 
     Returns:
         An :class:`Fp32Baseline`: the winner's name, the model to time and the comparison.
@@ -100,7 +100,7 @@ def fastest_fp32(model: nn.Module, example_input: torch.Tensor, *, threads: int 
         for name in list(candidates):
             label = "channels-last" if name == "eager" else f"{name} + channels-last"
             candidates[label] = _copy(candidates[name]).to(memory_format=torch.channels_last)
-    cmp = compare_latency(candidates, x, threads=threads, rounds=rounds)
+    cmp = compare_latency(candidates, x, threads=threads, repeats=repeats)
     best = min(cmp.names, key=cmp.median_ms)
     return Fp32Baseline(best, candidates[best], cmp)
 

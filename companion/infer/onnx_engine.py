@@ -16,24 +16,58 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._checks import check_int, check_module
+from .._checks import (
+    CALIBRATION_BATCHES,
+    check_int,
+    check_module,
+    quiet_loggers,
+    run_calibration,
+)
 from ..train import evaluate
 from .engines import _check_input, eval_copy
+
+#: Loggers of the ONNX tool chain silenced below ERROR during export and quantization.
+_ONNX_LOGGERS = ("torch.onnx", "onnxscript", "onnx_ir", "onnxruntime")
+
+
+class _DropOnnxRuntimeRecords(logging.Filter):
+    """Drops the records ``onnxruntime.quantization`` logs on the root logger below ERROR
+    (``logging.warning("Axis 1 is out-of-range for weight ...")`` for every LayerNorm
+    weight it quantizes per channel, which it then quantizes per tensor)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from_ort = "onnxruntime" in record.pathname.replace("\\", "/").split("/")
+        return record.levelno >= logging.ERROR or not from_ort
 
 
 @contextlib.contextmanager
 def _quiet_onnx() -> Iterator[None]:
-    # The exporter logs one warning per torchvision op it cannot register and
-    # some deprecation notices; none concerns these models.
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    """Silence the ONNX tool chain's notices for the block, at their source.
+
+    The exporter logs one warning per torchvision op it cannot register and
+    some deprecation notices; onnxscript's constant folding logs "Evaluation
+    failed: ..." for each node its reference evaluator cannot fold (the node
+    is then kept as it is: a BERT's attention-mask ``Reshape``, say);
+    ``onnxruntime.quantization`` warns on the root logger. None concerns the
+    result. Errors still show; the loggers' levels and the root logger's
+    handlers are restored afterwards (a root logger without handlers gets a
+    ``NullHandler`` meanwhile, so that ``logging.warning`` does not install a
+    stderr handler for the rest of the session).
+    """
+    root = logging.getLogger()
+    drop = _DropOnnxRuntimeRecords()
+    placeholder = logging.NullHandler() if not root.handlers else None
+    root.addFilter(drop)
+    if placeholder is not None:
+        root.addHandler(placeholder)
     try:
-        with warnings.catch_warnings():
+        with quiet_loggers(*_ONNX_LOGGERS), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
-        logger.setLevel(level)
+        root.removeFilter(drop)
+        if placeholder is not None:
+            root.removeHandler(placeholder)
 
 
 def export_onnx(model: nn.Module, example_input: torch.Tensor, *,
@@ -142,7 +176,7 @@ class _ArrayReader:
 
 
 def quantize_onnx_int8(onnx_bytes: bytes, calibration: Iterable, *,
-                       num_batches: int | None = None, batch_size: int = 32,
+                       num_batches: int | None = CALIBRATION_BATCHES, batch_size: int = 32,
                        per_channel: bool = True) -> bytes:
     """Static int8 quantization of an ONNX model with ONNX Runtime's tools.
 
@@ -156,7 +190,8 @@ def quantize_onnx_int8(onnx_bytes: bytes, calibration: Iterable, *,
             everywhere in the library (a DataLoader, or ``[x]`` for one tensor
             ``x`` of a few hundred representative inputs); the inputs are cast
             to the dtype of the model's input (float32 images, int64 token ids).
-        num_batches: use the first this many batches (default: all).
+        num_batches: use the first this many batches (default
+            ``CALIBRATION_BATCHES``, 8; ``None``: all).
         batch_size: the batch size ONNX Runtime calibrates at (the inputs are
             re-batched; a last, short batch is dropped).
         per_channel: one weight scale per output channel.
@@ -170,21 +205,12 @@ def quantize_onnx_int8(onnx_bytes: bytes, calibration: Iterable, *,
 
     if not isinstance(onnx_bytes, (bytes, bytearray)):
         raise TypeError(f"onnx_bytes must be bytes, got {type(onnx_bytes).__name__}")
-    if isinstance(calibration, (torch.Tensor, np.ndarray, str, bytes)) or not isinstance(
-            calibration, Iterable):
-        raise TypeError("calibration must be an iterable of batches (a DataLoader, or a list of "
-                        "(inputs, labels) or input tensors; wrap one tensor x as [x]), got "
-                        f"{type(calibration).__name__}")
-    if num_batches is not None:
-        num_batches = check_int(num_batches, "num_batches", min_value=1)
-    inputs = []
-    for i, batch in enumerate(calibration):
-        if num_batches is not None and i >= num_batches:
-            break
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        inputs.append(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x))
-    if not inputs or inputs[0].ndim < 2:
-        raise ValueError("calibration must yield at least one batch of inputs")
+    inputs: list[np.ndarray] = []
+    run_calibration(lambda x, *rest: inputs.append(x.detach().cpu().numpy()), calibration,
+                    num_batches)
+    if inputs[0].ndim < 2:
+        raise ValueError("calibration must yield batches of inputs, shape (N, ...), got "
+                         f"shape {inputs[0].shape}")
     arr = np.concatenate(inputs)
     batch_size = check_int(batch_size, "batch_size", min_value=1)
     with tempfile.TemporaryDirectory() as tmp, _quiet_onnx():

@@ -22,14 +22,18 @@ import io
 import warnings
 from collections.abc import Iterable
 
-import keras
 import numpy as np
-import tensorflow as tf
 import torch
 
-from .._checks import check_choice, check_int
+from .._checks import check_choice, check_int, silenced_fd
 
-__all__ = ["mnist_keras_model", "fit_keras", "convert_to_tflite", "tflite_predict",
+# TensorFlow's C++ start-up notices (oneDNN options, absl's "log messages before
+# InitializeLog") are written to stderr while it loads; they say nothing to a reader.
+with silenced_fd(2):
+    import keras
+    import tensorflow as tf
+
+__all__ = ["mnist_keras_model", "fit_keras_", "convert_to_tflite", "tflite_predict",
            "tflite_accuracy", "tflite_io", "tflite_callable"]
 
 
@@ -68,10 +72,11 @@ def mnist_keras_model(kind: str = "cnn") -> keras.Model:
     return model
 
 
-def fit_keras(model: keras.Model, x: np.ndarray, y: np.ndarray, *, epochs: int,
-              batch_size: int = 64, validation_data: tuple | None = None, seed: int = 0,
-              verbose: int = 0) -> keras.callbacks.History:
-    """Train a compiled Keras model with a fixed seed (``keras.utils.set_random_seed``).
+def fit_keras_(model: keras.Model, x: np.ndarray, y: np.ndarray, *, epochs: int,
+               batch_size: int = 64, validation_data: tuple | None = None, seed: int = 0,
+               verbose: int = 0) -> keras.callbacks.History:
+    """Train a compiled Keras model in place with a fixed seed
+    (``keras.utils.set_random_seed``); return Keras' ``History``.
 
     Raises:
         TypeError: ``model`` is not a Keras model.
@@ -127,16 +132,32 @@ def convert_to_tflite(model: keras.Model, mode: str = "float",
         converter.inference_output_type = tf.int8
     # the converter prints its temporary paths, and warns that int8 inputs have no
     # statistics (their scale and zero point come from the representative data)
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
-        return converter.convert()
+    # (and its C++ side logs options and "Ignored output_format" to stderr)
+    tf_logger, level = tf.get_logger(), tf.get_logger().level
+    tf_logger.setLevel("ERROR")                      # "Assets written to ..."
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), \
+                silenced_fd(2):
+            warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+            return converter.convert()
+    finally:
+        tf_logger.setLevel(level)
 
 
 def _interpreter(tflite_bytes: bytes):
     from ai_edge_litert.interpreter import Interpreter
     if not isinstance(tflite_bytes, (bytes, bytearray)):
         raise TypeError(f"tflite_bytes must be bytes, got {type(tflite_bytes).__name__}")
-    return Interpreter(model_content=bytes(tflite_bytes), num_threads=1)
+    return _quiet_interpreter(Interpreter, tflite_bytes, 1)
+
+
+def _quiet_interpreter(interpreter_class, tflite_bytes: bytes, num_threads: int):
+    """An allocated interpreter; LiteRT's one-time "Created TensorFlow Lite XNNPACK
+    delegate" notice, written to stderr by its C++ side, is not shown."""
+    with silenced_fd(2):
+        interp = interpreter_class(model_content=bytes(tflite_bytes), num_threads=num_threads)
+        interp.allocate_tensors()
+    return interp
 
 
 def tflite_io(tflite_bytes: bytes) -> tuple[dict, dict]:
@@ -206,7 +227,7 @@ def tflite_callable(tflite_bytes: bytes, x: np.ndarray, num_threads: int = 1):
     """
     from ai_edge_litert.interpreter import Interpreter
     num_threads = check_int(num_threads, "num_threads", min_value=1)
-    interp = Interpreter(model_content=bytes(tflite_bytes), num_threads=num_threads)
+    interp = _quiet_interpreter(Interpreter, tflite_bytes, num_threads)
     inp = interp.get_input_details()[0]
     x = np.asarray(x)
     if inp["dtype"] == np.int8:

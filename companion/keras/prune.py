@@ -45,10 +45,10 @@ from ..prune import (
     ConstantSparsity,
     PolynomialDecay,
     Schedule,
-    _check_schedule,
     check_sparsity,
     mask_from_scores,
 )
+from ..prune.schedules import _check_schedule
 
 __all__ = ["PRUNABLE", "ConstantSparsity", "PolynomialDecay", "prunable_layers",
            "MagnitudePruning", "LayerSparsity", "SparsityReport", "kernel_sparsity",
@@ -275,6 +275,11 @@ class SparsityReport:
     @property
     def per_layer(self) -> dict[str, float]:
         return {r.layer: r.sparsity for r in self.layers}
+
+    def as_row(self) -> dict[str, Any]:
+        """The totals: kernel ``size``, ``zeros`` and ``sparsity`` over the reported layers."""
+        return {"layers": len(self.layers), "size": self.size, "zeros": self.zeros,
+                "sparsity": self.sparsity}
 
     def table(self) -> Table:
         return Table([{"layer": r.layer, "kernel shape": r.shape, "entries": r.size,

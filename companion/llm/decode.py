@@ -12,13 +12,14 @@ next to that bound.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from .._checks import check_int, check_module, check_tensor
+from .._checks import check_int, check_module, check_tensor, evaluating
 from .._timing import time_calls
 
 __all__ = ["weight_bytes_per_token", "kv_cache_bytes_per_token", "greedy_decode",
@@ -78,7 +79,7 @@ def greedy_decode(model: nn.Module, prompt: torch.Tensor, new_tokens: int, *,
 
 
 def decode_speed(variants: Mapping[str, nn.Module], prompt: torch.Tensor, *,
-                 new_tokens: int = 32, rounds: int = 5, threads: int = 1,
+                 new_tokens: int = 32, repeats: int = 5, threads: int = 1,
                  bandwidth: float | None = None) -> list[dict[str, Any]]:
     """Decode and prefill speed of every variant, interleaved, at batch 1.
 
@@ -86,7 +87,14 @@ def decode_speed(variants: Mapping[str, nn.Module], prompt: torch.Tensor, *,
     greedy generation of ``new_tokens``; decode tokens/s is
     ``(new_tokens - 1) / (median generation - median prefill)``.
 
+    Every variant runs in eval mode; the mode of each module is restored afterwards.
+
     Args:
+        variants: name -> ``transformers`` causal LM; the first is the ``x fp32`` reference.
+        prompt: ``(1, T)`` token ids.
+        new_tokens: tokens generated per timed call (>= 2).
+        repeats: interleaved timing rounds (each times every variant once).
+        threads: PyTorch intra-op threads during the timing.
         bandwidth: memory bandwidth in bytes/s (e.g.
             :func:`companion.infer.measure_bandwidth` of a copy much larger than
             the last-level cache, at the same thread count); with it every row
@@ -102,14 +110,16 @@ def decode_speed(variants: Mapping[str, nn.Module], prompt: torch.Tensor, *,
     for name, model in variants.items():
         check_module(model, f"variants[{name!r}]")
     new_tokens = check_int(new_tokens, "new_tokens", min_value=2)
-    rounds = check_int(rounds, "rounds", min_value=1)
+    repeats = check_int(repeats, "repeats", min_value=1)
     threads = check_int(threads, "threads", min_value=1)
     calls = {}
     for name, model in variants.items():
-        model.eval()
         calls[f"{name}|prefill"] = lambda i, m=model: greedy_decode(m, prompt, 1)
         calls[f"{name}|decode"] = lambda i, m=model: greedy_decode(m, prompt, new_tokens)
-    times, used = time_calls(calls, repeats=rounds, warmup=1, threads=threads)
+    with contextlib.ExitStack() as stack:
+        for model in variants.values():
+            stack.enter_context(evaluating(model))
+        times, used = time_calls(calls, repeats=repeats, warmup=1, threads=threads)
     median = lambda xs: sorted(xs)[len(xs) // 2]   # noqa: E731
     rows = []
     for name, model in variants.items():

@@ -13,7 +13,7 @@ Both are fast only with **bf16 activations**; with fp32 activations they take
 a slow fallback (measured in section 2.3). :func:`to_weight_only_` therefore
 also turns the rest of the model to bf16. The codes may come from any method
 (round-to-nearest, GPTQ, AWQ): :class:`Int4WeightOnlyLinear` is built from a
-:class:`companion.lm_quant.GroupQuantized`, so the kernel runs exactly the
+group-wise :class:`companion.quant.QTensor`, so the kernel runs exactly the
 codes whose perplexity was measured (the scale is rounded to bf16 on the way).
 """
 
@@ -26,8 +26,8 @@ from torch import nn
 
 from .._checks import check_choice, check_int, check_module
 from ..lm_calibrate import in_blocks, linears
-from ..lm_quant import GroupQuantized, quantize_groupwise
 from ..measure.cpu import cpu_info
+from ..quant.affine import QTensor, quantize
 
 __all__ = ["Int4WeightOnlyLinear", "Int8WeightOnlyLinear", "W8A8Linear", "to_weight_only_",
            "to_w8a8_"]
@@ -49,27 +49,36 @@ class Int4WeightOnlyLinear(nn.Module):
     """A linear layer stored as packed 4-bit codes, run by ``_weight_int4pack_mm_for_cpu``.
 
     Args:
-        g: 4-bit group-wise codes of the weight (``g.bits == 4``, ``g.group_size``
-            in 32, 64, 128, 256), e.g. from :func:`companion.lm_quant.quantize_groupwise`
-            or :func:`companion.lm_quant.gptq_quantize`.
+        g: 4-bit unsigned group-wise codes of a ``(out, in)`` weight (``g.bits == 4``,
+            ``g.block_size == (1, group_size)`` with ``group_size`` in 32, 64, 128,
+            256), e.g. from ``companion.quant.quantize(w, 4, block_size=(1, 64),
+            scale_dtype=torch.float16)`` or :func:`companion.lm_quant.gptq_quantize`.
         bias: optional float bias.
+
+    Raises:
+        TypeError: ``g`` not a QTensor.
+        ValueError: ``g`` not 4-bit, unsigned codes in groups of 32-256 along the rows.
     """
 
-    def __init__(self, g: GroupQuantized, bias: torch.Tensor | None = None) -> None:
+    def __init__(self, g: QTensor, bias: torch.Tensor | None = None) -> None:
         super().__init__()
-        if g.bits != 4:
-            raise ValueError(f"g.bits must be 4 for the int4 kernel, got {g.bits}")
-        if g.group_size not in _INT4_GROUPS:
-            raise ValueError(f"g.group_size must be one of {_INT4_GROUPS} for the int4 kernel, "
-                             f"got {g.group_size}")
-        self.out_features, self.in_features = g.q.shape
-        self.group_size = g.group_size
+        if not isinstance(g, QTensor):
+            raise TypeError(f"g must be a QTensor, got {type(g).__name__}")
+        if g.bits != 4 or g.is_signed:
+            raise ValueError(f"g must hold unsigned 4-bit codes for the int4 kernel, got "
+                             f"{g.bits}-bit {'signed' if g.is_signed else 'unsigned'} codes")
+        block = g.block_size
+        if len(g.shape) != 2 or block is None or block[0] != 1 or block[1] not in _INT4_GROUPS:
+            raise ValueError(f"g.block_size must be (1, group_size) with group_size in "
+                             f"{_INT4_GROUPS} for the int4 kernel, got {block}")
+        self.out_features, self.in_features = g.shape
+        self.group_size = block[1]
         scale = g.scale.float()
         # (q - z) * s = (q - 8) * s + (8 - z) * s: the integer zero point becomes a float offset
-        offset = (8 - g.zero.float()) * scale
+        offset = (8 - g.zero_point.float()) * scale
         sz = torch.stack([scale, offset], dim=-1).transpose(0, 1).contiguous()
         self.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(
-            g.q.to(torch.int32).contiguous(), 1))
+            g.codes.to(torch.int32).contiguous(), 1))
         self.register_buffer("scale_offset", sz.to(torch.bfloat16))
         self.register_buffer("bias", None if bias is None else bias.detach().to(torch.bfloat16))
 
@@ -142,6 +151,12 @@ class W8A8Linear(nn.Module):
         self.register_buffer("weight_scale", scale)
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float())
 
+    def bits_per_weight(self) -> float:
+        """Stored bits per weight: the int8 codes and the per-channel scales (not the
+        bias), as :meth:`companion.quant.QuantizedWeightLayer.bits_per_weight`."""
+        stored = self.weight_int8_t.nbytes + self.weight_scale.nbytes
+        return 8 * stored / (self.out_features * self.in_features)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         def int8_gemm(x2: torch.Tensor) -> torch.Tensor:
             x2 = x2.float()
@@ -173,7 +188,7 @@ def to_w8a8_(model: nn.Module, *, act: str = "per-tensor",
 
 
 def to_weight_only_(model: nn.Module, kind: str, *, group_size: int = 64,
-                    codes: dict[str, GroupQuantized] | None = None,
+                    codes: dict[str, QTensor] | None = None,
                     filter_fn: Callable[[nn.Module, str], bool] | None = None) -> nn.Module:
     """Turn ``model`` (in place) into a bf16 model whose chosen linears run a real kernel.
 
@@ -205,7 +220,9 @@ def to_weight_only_(model: nn.Module, kind: str, *, group_size: int = 64,
             if kind == "int8":
                 new: nn.Module = Int8WeightOnlyLinear(lin)
             else:
-                g = codes.get(name) or quantize_groupwise(lin.weight.detach(), 4, group_size)
+                g = codes.get(name) or quantize(lin.weight.detach().float(), 4,
+                                                block_size=(1, group_size),
+                                                scale_dtype=torch.float16)
                 new = Int4WeightOnlyLinear(g, lin.bias)
             model.set_submodule(name, new)
     return model.to(torch.bfloat16)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
-import logging
 import os
 import shutil
 import warnings
@@ -24,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._checks import quiet_loggers
 from ..data import default_cache_dir
 
 __all__ = ["SMOLLM2_FILE", "SMOLLM2_SHA256", "smollm2_path", "check_gguf", "load_smollm2"]
@@ -105,20 +105,12 @@ def _quiet() -> Iterator[None]:
     PyTorch's deprecation notes on torchao's enum registrations (both expected here;
     errors still show), and without its warnings about GGUF conversion. The loggers'
     levels are restored afterwards."""
-    quiet = [logging.getLogger(n) for n in ("torchao", "torch.utils._pytree")]
-    levels = [lg.level for lg in quiet]
-    for lg in quiet:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import transformers
+    with quiet_loggers("torchao", "torch.utils._pytree"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import transformers
 
-            transformers.logging.set_verbosity_error()
-            yield
-    finally:
-        for lg, level in zip(quiet, levels, strict=True):
-            lg.setLevel(level)
+        transformers.logging.set_verbosity_error()
+        yield
 
 
 def load_smollm2(*, cache: bool = True) -> tuple[nn.Module, Any]:

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .._checks import check_int, check_module, check_tensor, evaluating
+from .._checks import CALIBRATION_BATCHES, check_int, check_module, check_tensor, evaluating
 
 __all__ = ["EVAL_TOKENS", "LMTexts", "texts", "calibration_batches", "token_perplexity"]
 
@@ -74,10 +74,11 @@ def texts(tokenizer: Any, *, eval_tokens: int = EVAL_TOKENS) -> LMTexts:
     return LMTexts(held_ids[:eval_tokens], calib_ids, held, sha)
 
 
-def calibration_batches(tokens: torch.Tensor, *, num_batches: int = 8, seq_len: int = 512,
-                        seed: int = 0) -> list[torch.Tensor]:
+def calibration_batches(tokens: torch.Tensor, *, num_batches: int = CALIBRATION_BATCHES,
+                        seq_len: int = 512, seed: int = 0) -> list[torch.Tensor]:
     """``num_batches`` random windows ``(1, seq_len)`` of ``tokens``, drawn with ``seed``
-    (the seed is what a method comparison varies)."""
+    (the seed is what a method comparison varies); ``num_batches`` defaults to
+    ``companion._checks.CALIBRATION_BATCHES``."""
     tokens = check_tensor(tokens, "tokens")
     num_batches = check_int(num_batches, "num_batches", min_value=1)
     seq_len = check_int(seq_len, "seq_len", min_value=2)

@@ -9,7 +9,7 @@
   positions, causal ``scaled_dot_product_attention``, GELU MLP, an untied LM
   head) with a key/value cache (:class:`KVCache`, optionally int8) for
   generation.
-* **Training.** :func:`train_lm` runs :func:`companion.train.fit` (the one
+* **Training.** :func:`train_lm_` runs :func:`companion.train.fit` (the one
   training loop) on random windows with warm-up + cosine; :func:`pretrained_lm`
   caches the trained weights under ``$COMPANION_CACHE`` keyed by a hash of the
   config, the training settings and the corpus, so every section reuses one
@@ -23,37 +23,10 @@
 from __future__ import annotations
 
 from .._checks import own_public_names
-
-# every name of the former single module, private ones included (hence the noqa: they
-# are re-exported for callers, not used here); the public ones are listed in __all__
-from .corpus import (  # noqa: F401
-    PROSE_FILES,
-    STDLIB_FILES,
-    Corpus,
-    lm_batches,
-    stdlib_corpus,
-)
-from .evaluation import (  # noqa: F401
-    compare_lms,
-    decode_latency,
-    generate,
-    peak_memory,
-    perplexity,
-)
-from .model import (  # noqa: F401
-    KVCache,
-    LMConfig,
-    TinyGPT,
-    _Attention,
-    _Block,
-)
-from .training import (  # noqa: F401
-    LMTrainConfig,
-    _optimizer,
-    lm_loss,
-    pretrained_lm,
-    train_lm,
-)
+from .corpus import PROSE_FILES, STDLIB_FILES, Corpus, lm_batches, stdlib_corpus
+from .evaluation import compare_lms, decode_latency, generate, peak_memory, perplexity
+from .model import KVCache, LMConfig, TinyGPT
+from .training import LMTrainConfig, lm_loss, pretrained_lm, train_lm_
 
 __all__ = [
     "STDLIB_FILES",
@@ -66,7 +39,7 @@ __all__ = [
     "LMTrainConfig",
     "lm_batches",
     "lm_loss",
-    "train_lm",
+    "train_lm_",
     "pretrained_lm",
     "perplexity",
     "generate",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -13,6 +13,9 @@ from torch.nn import functional as F
 
 from .._checks import check_bool, check_float, check_int, check_module, check_tensor, evaluating
 from .model import KVCache
+
+if TYPE_CHECKING:
+    from ..measure import LatencyComparison, Table
 
 
 # --------------------------------------------------------------------------- measurements
@@ -89,17 +92,30 @@ def generate(model: nn.Module, prompt: torch.Tensor, new_tokens: int, *,
 
 def decode_latency(variants: Mapping[str, nn.Module], prompt: torch.Tensor,
                    new_tokens: int = 32, *, use_cache: bool | Mapping[str, bool] = True,
-                   rounds: int = 5, threads: int = 1) -> Any:
+                   repeats: int = 5, threads: int = 1) -> LatencyComparison:
     """Time greedy generation of ``new_tokens`` at batch 1 for every variant, interleaved
     (:func:`companion.measure.compare_latency`, the one timing routine); the first
     variant is the baseline. ``use_cache`` may differ per variant (a mapping).
-    ``new_tokens / median seconds`` is the decoding speed in tokens/s."""
+    ``new_tokens / median seconds`` is the decoding speed in tokens/s.
+
+    Args:
+        variants: name -> model; the first is the baseline.
+        prompt: token ids, ``(T,)`` or ``(1, T)``.
+        new_tokens: tokens generated per timed call.
+        use_cache: generate with a KV cache (one bool, or one per variant name).
+        repeats: interleaved timing rounds, at least 2 (each times every variant once).
+        threads: PyTorch intra-op threads during the timing.
+
+    Raises:
+        ValueError: ``variants`` empty, ``new_tokens`` < 1 or ``repeats`` < 2.
+    """
     from ..measure import compare_latency
 
     if not isinstance(variants, Mapping) or not variants:
         raise ValueError("variants must be a non-empty mapping of name -> model")
     prompt = check_tensor(prompt, "prompt")
     new_tokens = check_int(new_tokens, "new_tokens", min_value=1)
+    repeats = check_int(repeats, "repeats", min_value=2)
     caches = use_cache if isinstance(use_cache, Mapping) else dict.fromkeys(variants, use_cache)
     for name, model in variants.items():
         check_module(model, f"variants[{name!r}]")
@@ -108,30 +124,31 @@ def decode_latency(variants: Mapping[str, nn.Module], prompt: torch.Tensor,
     calls = {name: functools.partial(generate, model, prompt, new_tokens,
                                      use_cache=caches.get(name, True))
              for name, model in variants.items()}
-    return compare_latency(calls, rounds=rounds, warmup=1, threads=threads)
+    return compare_latency(calls, repeats=repeats, warmup=1, threads=threads)
 
 
 def compare_lms(variants: Mapping[str, nn.Module], tokens: torch.Tensor, prompt: torch.Tensor,
-                *, new_tokens: int = 32, rounds: int = 5, max_windows: int | None = None) -> Any:
+                *, new_tokens: int = 32, repeats: int = 5,
+                max_windows: int | None = None) -> Table:
     """One table: file bytes (``torch.save`` of the state dict), validation
     perplexity on ``tokens`` and tokens/s at batch 1 (KV cache, interleaved
     timing) of each variant; the first is the baseline."""
-    from ..measure import Table, serialized_size
+    from ..measure import Table, state_dict_bytes
 
-    timing = decode_latency(variants, prompt, new_tokens, rounds=rounds)
+    timing = decode_latency(variants, prompt, new_tokens, repeats=repeats)
     names = list(variants)
-    base_bytes = serialized_size(variants[names[0]]).bytes
+    base_bytes = state_dict_bytes(variants[names[0]])
     base_ppl = perplexity(variants[names[0]], tokens, max_windows=max_windows)
     rows = []
     for name, model in variants.items():
-        size = serialized_size(model).bytes
+        size = state_dict_bytes(model)
         ppl = base_ppl if name == names[0] else perplexity(model, tokens,
                                                             max_windows=max_windows)
         rows.append({"variant": name, "file bytes": size, "x smaller": base_bytes / size,
                      "val ppl": ppl, "ppl +%": 100 * (ppl / base_ppl - 1),
                      "tokens/s": new_tokens / (timing.median_ms(name) / 1000)})
     return Table(rows, title=f"batch 1, {new_tokens} new tokens with a KV cache, "
-                             f"{timing.threads} thread, median of {rounds} interleaved rounds")
+                             f"{timing.threads} thread, median of {repeats} interleaved rounds")
 
 
 def peak_memory(fn: Callable[[], Any]) -> int:
@@ -145,15 +162,15 @@ def peak_memory(fn: Callable[[], Any]) -> int:
 
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
-    from ..measure import _silenced_fd
+    from .._checks import silenced_fd
 
     prof = tp.profile(activities=[tp.ProfilerActivity.CPU], profile_memory=True)
-    with _silenced_fd(2):   # the profiler's start/stop lines on stderr, not fn's output
+    with silenced_fd(2):   # the profiler's start/stop lines on stderr, not fn's output
         prof.__enter__()
     try:
         fn()
     finally:
-        with _silenced_fd(2):
+        with silenced_fd(2):
             prof.__exit__(None, None, None)
     events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"
               and e.device_type() == torch.autograd.DeviceType.CPU]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -15,11 +15,14 @@ from .._checks import check_float, check_int, check_module
 from .corpus import Corpus, lm_batches
 from .model import LMConfig, TinyGPT
 
+if TYPE_CHECKING:
+    from ..train import History
+
 
 # --------------------------------------------------------------------------- training
 @dataclass(frozen=True)
 class LMTrainConfig:
-    """How :func:`train_lm` trains (part of the cache key of :func:`pretrained_lm`)."""
+    """How :func:`train_lm_` trains (part of the cache key of :func:`pretrained_lm`)."""
 
     steps: int = 1200
     batch_size: int = 8
@@ -58,10 +61,10 @@ def _optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.
                               {"params": rest, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
 
 
-def train_lm(model: nn.Module, tokens: torch.Tensor, config: LMTrainConfig | None = None, *,
-             loss_fn: Callable[..., torch.Tensor] | None = None, progress: bool = True,
-             epochs: int = 1, optimizer: torch.optim.Optimizer | None = None,
-             batches: Iterable | None = None) -> Any:
+def train_lm_(model: nn.Module, tokens: torch.Tensor, config: LMTrainConfig | None = None, *,
+              loss_fn: Callable[..., torch.Tensor] | None = None, progress: bool = True,
+              epochs: int = 1, optimizer: torch.optim.Optimizer | None = None,
+              batches: Iterable | None = None) -> History:
     """Train ``model`` in place on random windows of ``tokens``; return the ``History``.
 
     ``config.steps`` optimizer steps in total, split into ``epochs`` equal
@@ -124,5 +127,5 @@ def pretrained_lm(corpus: Corpus, config: LMConfig | None = None,
     key = {"config": asdict(config), "train": asdict(train), "corpus": corpus.sha256}
     return cached_training(
         "tinygpt", key, lambda: TinyGPT(config),
-        lambda m: train_lm(m, corpus.train, train, progress=progress), seed=train.seed,
+        lambda m: train_lm_(m, corpus.train, train, progress=progress), seed=train.seed,
         cache_dir=cache_dir if cache_dir is not None else default_cache_dir() / "lm")

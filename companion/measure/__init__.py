@@ -20,54 +20,26 @@ dataclass that prints as a table. The files: ``table``, ``cpu``, ``size``,
 from __future__ import annotations
 
 from .._checks import own_public_names
-
-# every name of the former single module, private ones included (hence the noqa: they
-# are re-exported for callers, not used here); the public ones are listed in __all__
-from .compare import COLUMNS, Variant, compare  # noqa: F401
-from .cpu import (  # noqa: F401
-    _NO_VNNI_FBGEMM,
-    _NO_VNNI_ONEDNN,
-    ISA_LIMIT_VARIABLES,
-    CPUInfo,
-    _cpu_flags,
-    _torch_cpu_feature,
-    cpu_info,
-)
-from .flops import (  # noqa: F401
-    FlopReport,
-    _is_recurrent,
-    _quantized_formulas,
-    _rnn_macs,
-    _sdpa_cpu_formula,
-    count_flops,
-)
-from .latency import (  # noqa: F401
+from .compare import COLUMNS, Variant, compare
+from .cpu import ISA_LIMIT_VARIABLES, CPUInfo, cpu_info
+from .flops import FlopReport, count_flops
+from .latency import (
     LatencyComparison,
     LatencyReport,
-    _call_inference,
-    _quantile,
     assert_timing,
     compare_latency,
     measure_latency,
 )
-from .profile import (  # noqa: F401
-    _silenced_fd,
-    profile_operators,
-)
-from .size import (  # noqa: F401
+from .profile import profile_operators
+from .size import (
     ParamReport,
     SizeReport,
-    _named_weights,
-    _serialize,
     bytes_per_value,
     count_parameters,
-    model_size_bytes,
     serialized_size,
+    state_dict_bytes,
 )
-from .table import (  # noqa: F401
-    Table,
-    _fmt,
-)
+from .table import Table
 
 __all__ = [
     "Table",
@@ -77,7 +49,7 @@ __all__ = [
     "LatencyReport",
     "bytes_per_value",
     "serialized_size",
-    "model_size_bytes",
+    "state_dict_bytes",
     "count_parameters",
     "count_flops",
     "measure_latency",
@@ -90,6 +62,7 @@ __all__ = [
     "profile_operators",
     "Variant",
     "compare",
+    "COLUMNS",
 ]
 
 own_public_names(globals(), __name__)

@@ -10,9 +10,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._checks import check_example_input
 from ..train import evaluate
 from .latency import LatencyComparison, compare_latency
-from .size import count_parameters, serialized_size
+from .size import count_parameters, state_dict_bytes
 from .table import Table
 
 COLUMNS = ["variant", "bytes", "size x", "nonzero params", "latency ms", "speed-up x",
@@ -77,14 +78,14 @@ def _as_variant(name: str, v: nn.Module | Variant) -> Variant:
                         f"got {type(v.model).__name__}")
     return Variant(model=v.model, run=None, predict=v.predict or v.model,
                    size_bytes=v.size_bytes if v.size_bytes is not None
-                   else serialized_size(v.model).bytes,
+                   else state_dict_bytes(v.model),
                    nonzero=v.nonzero if v.nonzero is not None else _nonzero(v.model),
                    note=v.note)
 
 
 def compare(variants: Mapping[str, nn.Module | Variant], example_input: Any = None,
             eval_data: Iterable | None = None, *, baseline: str | None = None,
-            rounds: int = 30, warmup: int = 3, threads: int = 1,
+            repeats: int = 30, warmup: int = 3, threads: int = 1,
             title: str = "comparison", batch_size: int | None = None,
             timing: LatencyComparison | None = None) -> Table:
     """Size, non-zero parameters, latency and accuracy of model variants, in one table.
@@ -95,7 +96,7 @@ def compare(variants: Mapping[str, nn.Module | Variant], example_input: Any = No
     * ``bytes``: its serialized size (a module's ``state_dict`` saved with
       ``torch.save``; a :class:`Variant` says its own), and ``size x``: the
       first variant's bytes over these;
-    * ``latency ms``: the median of ``rounds`` calls timed in interleaved
+    * ``latency ms``: the median of ``repeats`` calls timed in interleaved
       rounds by :func:`compare_latency` (a module on ``example_input``, in
       eval mode under ``inference_mode``), and ``speed-up x`` against
       ``baseline`` (default: the first variant that runs; make it the
@@ -112,7 +113,7 @@ def compare(variants: Mapping[str, nn.Module | Variant], example_input: Any = No
         example_input: the input the module variants are timed on.
         eval_data: yields ``(inputs, labels)``; without it there is no accuracy.
         baseline: the name the speed-ups are relative to.
-        rounds, warmup, threads: as in :func:`compare_latency`.
+        repeats, warmup, threads: as in :func:`compare_latency`.
         title: the table's title; the timing setting and the CPU are appended.
         batch_size: the batch the variants run on, for the title (default:
             that of ``example_input``).
@@ -124,10 +125,18 @@ def compare(variants: Mapping[str, nn.Module | Variant], example_input: Any = No
     Raises:
         ValueError: no variants, an unknown or inapplicable ``baseline``, or a
             module without ``example_input``.
-        TypeError: a variant that is neither a module nor a :class:`Variant`.
+        TypeError: a variant that is neither a module nor a :class:`Variant`,
+            ``example_input`` not a tensor or a tuple of tensors, or
+            ``eval_data`` not an iterable of batches.
     """
     if not isinstance(variants, Mapping) or not variants:
         raise ValueError("variants must be a non-empty mapping of name -> module or Variant")
+    if example_input is not None:
+        check_example_input(example_input)
+    if eval_data is not None and (isinstance(eval_data, (str, bytes, torch.Tensor))
+                                  or not isinstance(eval_data, Iterable)):
+        raise TypeError(f"eval_data must be an iterable of (inputs, labels) batches (a "
+                        f"DataLoader, or a list of pairs), got {type(eval_data).__name__}")
     specs = {name: _as_variant(name, v) for name, v in variants.items()}
     runs = {name: v.model if v.model is not None else v.run for name, v in specs.items()
             if v.model is not None or v.run is not None}
@@ -142,7 +151,7 @@ def compare(variants: Mapping[str, nn.Module | Variant], example_input: Any = No
         raise ValueError(f"baseline must name a variant that runs, one of {list(runs)}, "
                          f"got {baseline!r}")
     if timing is None:
-        timing = compare_latency(runs, example_input, baseline=base, rounds=rounds,
+        timing = compare_latency(runs, example_input, baseline=base, repeats=repeats,
                                  warmup=warmup, threads=threads)
     rounds = len(timing.times_ms[base])
     nan = float("nan")

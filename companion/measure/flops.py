@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._checks import check_module, evaluating
+from .._checks import check_example_input, check_module, evaluating
 from .table import Table
 
 
@@ -131,9 +131,7 @@ def count_flops(model: nn.Module, example_input: torch.Tensor | tuple) -> FlopRe
     from torch.utils.flop_counter import FlopCounterMode
 
     check_module(model, "model")
-    args = example_input if isinstance(example_input, tuple) else (example_input,)
-    if not args or not isinstance(args[0], torch.Tensor):
-        raise TypeError("example_input must be a tensor or a tuple of tensors")
+    args = check_example_input(example_input)
     names = {mod: name for name, mod in model.named_modules(remove_duplicate=True)}
     recurrent = {m for m in names if _is_recurrent(m)}
     inside_rnn = {id(sub) for m in recurrent for sub in m.modules() if sub is not m}

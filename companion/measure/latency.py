@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._checks import check_int, evaluating
+from .._checks import check_example_input, check_int, evaluating
 from .._timing import time_calls
 from .cpu import CPUInfo, cpu_info
 from .table import Table
@@ -76,6 +76,12 @@ def measure_latency(model: nn.Module | Callable[[], Any], example_input: Any = N
             reason given in :func:`compare_latency`; ``None`` keeps the current count).
             To compare variants, use :func:`compare_latency`, which interleaves them.
         device: where a module and its input run (default: the module's device).
+
+    Raises:
+        TypeError: ``model`` is not callable, or ``example_input`` is not a tensor
+            or a tuple of tensors.
+        ValueError: a module without ``example_input``, or ``example_input``
+            with a plain callable.
     """
     warmup = check_int(warmup, "warmup", min_value=0)
     repeats = check_int(repeats, "repeats", min_value=1)
@@ -89,10 +95,8 @@ def measure_latency(model: nn.Module | Callable[[], Any], example_input: Any = N
             raise ValueError("example_input is required when model is an nn.Module")
         dev = torch.device(device) if device is not None else next(
             (p.device for p in model.parameters()), torch.device("cpu"))
-        args = example_input if isinstance(example_input, tuple) else (example_input,)
-        args = tuple(a.to(dev) if isinstance(a, torch.Tensor) else a for a in args)
-        first = args[0]
-        batch = int(first.shape[0]) if isinstance(first, torch.Tensor) and first.dim() else None
+        args = tuple(a.to(dev) for a in check_example_input(example_input))
+        batch = int(args[0].shape[0]) if args[0].dim() else None
         mode = evaluating(model)
 
         def call() -> Any:
@@ -189,7 +193,7 @@ class LatencyComparison:
 
 def compare_latency(variants: Mapping[str, nn.Module | Callable[[], Any]],
                     example_input: Any = None, *, baseline: str | None = None,
-                    rounds: int = 30, warmup: int = 3, threads: int = 1,
+                    repeats: int = 30, warmup: int = 3, threads: int = 1,
                     device: torch.device | str | None = None) -> LatencyComparison:
     """Time several variants of a model in interleaved rounds: A, B, C, A, B, C, ...
 
@@ -204,7 +208,7 @@ def compare_latency(variants: Mapping[str, nn.Module | Callable[[], Any]],
             callable (an ONNX Runtime or LiteRT runner, say).
         example_input: a tensor or tuple of tensors for the module variants.
         baseline: the name the speed-ups are relative to (default: the first).
-        rounds: timed calls of each variant.
+        repeats: interleaved rounds: timed calls of each variant.
         warmup: untimed calls of each variant first.
         threads: PyTorch intra-op threads during the measurement (restored
             afterwards). The default is 1: on a machine with few cores, a
@@ -220,6 +224,8 @@ def compare_latency(variants: Mapping[str, nn.Module | Callable[[], Any]],
     Raises:
         ValueError: no variants, an unknown ``baseline``, or a module without
             ``example_input``.
+        TypeError: a variant is not callable, or ``example_input`` is not a
+            tensor or a tuple of tensors.
     """
     if not isinstance(variants, Mapping) or not variants:
         raise ValueError("variants must be a non-empty mapping of name -> model or callable")
@@ -233,9 +239,11 @@ def compare_latency(variants: Mapping[str, nn.Module | Callable[[], Any]],
     base = names[0] if baseline is None else baseline
     if base not in variants:
         raise ValueError(f"baseline must be one of {names}, got {baseline!r}")
-    rounds = check_int(rounds, "rounds", min_value=2)
+    repeats = check_int(repeats, "repeats", min_value=2)
     warmup = check_int(warmup, "warmup", min_value=0)
     threads = check_int(threads, "threads", min_value=1)
+    if example_input is not None:
+        check_example_input(example_input)
     calls, modes, batch, dev_name = {}, [], None, str(device or "cpu")
     for name, v in variants.items():
         if isinstance(v, nn.Module):
@@ -244,9 +252,8 @@ def compare_latency(variants: Mapping[str, nn.Module | Callable[[], Any]],
             dev = torch.device(device) if device is not None else next(
                 (p.device for p in v.parameters()), torch.device("cpu"))
             dev_name = str(dev)
-            args = example_input if isinstance(example_input, tuple) else (example_input,)
-            args = tuple(a.to(dev) if isinstance(a, torch.Tensor) else a for a in args)
-            if isinstance(args[0], torch.Tensor) and args[0].dim():
+            args = tuple(a.to(dev) for a in check_example_input(example_input))
+            if args[0].dim():
                 batch = int(args[0].shape[0])
             modes.append(evaluating(v))
             calls[name] = functools.partial(_call_inference, v, args)
@@ -256,10 +263,10 @@ def compare_latency(variants: Mapping[str, nn.Module | Callable[[], Any]],
         for mode in modes:
             stack.enter_context(mode)
         times, _ = time_calls({name: (lambda i, c=calls[name]: c()) for name in names},
-                              repeats=rounds, warmup=warmup, threads=threads, device=dev_name)
+                              repeats=repeats, warmup=warmup, threads=threads, device=dev_name)
 
     def rerun() -> LatencyComparison:
-        return compare_latency(variants, example_input, baseline=base, rounds=rounds,
+        return compare_latency(variants, example_input, baseline=base, repeats=repeats,
                                warmup=warmup, threads=threads, device=device)
     info = cpu_info()
     info.threads = threads

@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 from typing import Any
 
 import torch
 from torch import nn
 
-from .._checks import check_int, check_module, evaluating
+from .._checks import check_example_input, check_int, check_module, evaluating, silenced_fd
 from .table import Table
 
-
 # --------------------------------------------------------------------------- profiles
-@contextlib.contextmanager
-def _silenced_fd(fd: int):
-    """Send what C/C++ code writes to file descriptor ``fd`` to /dev/null for the block."""
-    saved = os.dup(fd)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), fd)
-            yield
-    finally:
-        os.dup2(saved, fd)
-        os.close(saved)
 
 
 def profile_operators(model: nn.Module, example_input: Any, *, runs: int = 10,
@@ -45,16 +31,14 @@ def profile_operators(model: nn.Module, example_input: Any, *, runs: int = 10,
     warmup = check_int(warmup, "warmup", min_value=0)
     threads = check_int(threads, "threads", min_value=1)
     top = check_int(top, "top", min_value=1)
-    args = example_input if isinstance(example_input, tuple) else (example_input,)
-    if not args or not isinstance(args[0], torch.Tensor):
-        raise TypeError("example_input must be a tensor or a tuple of tensors")
+    args = check_example_input(example_input)
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         with evaluating(model), torch.inference_mode():
             for _ in range(warmup):
                 model(*args)
-            with _silenced_fd(2), torch.autograd.profiler.profile(use_kineto=False) as prof:
+            with silenced_fd(2), torch.autograd.profiler.profile(use_kineto=False) as prof:
                 for _ in range(runs):       # (the profiler's C++ side logs to stderr)
                     model(*args)
     finally:

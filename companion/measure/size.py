@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip as _gzip
 import io
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._checks import check_module, evaluating
+from .._checks import check_example_input, check_module, evaluating
 from .table import Table
 
 
@@ -73,7 +73,7 @@ def _serialize(obj: Any, fmt: str, example_input: Any) -> bytes:
     elif fmt == "exported":
         if example_input is None:
             raise ValueError("example_input is required for fmt='exported'")
-        args = example_input if isinstance(example_input, tuple) else (example_input,)
+        args = check_example_input(example_input)
         with evaluating(obj):
             program = torch.export.export(obj, args)
         torch.export.save(program, buf)
@@ -101,9 +101,31 @@ def serialized_size(obj: Any, *, fmt: str = "state_dict",
     return SizeReport(label, len(data), len(_gzip.compress(data, compresslevel=9, mtime=0)))
 
 
-def model_size_bytes(model: nn.Module) -> int:
-    """Bytes of ``torch.save(model.state_dict())``: the size of the weights file."""
-    return serialized_size(check_module(model, "model")).bytes
+def state_dict_bytes(model: nn.Module | Mapping[str, torch.Tensor]) -> int:
+    """Bytes of ``torch.save(model.state_dict())``: the size of the weights file.
+
+    The library's one count of state-dict bytes (the report, the size
+    columns of :func:`compare`, the recommender tables of
+    :mod:`companion.apps` use it).
+
+    Args:
+        model: an ``nn.Module`` (its state dict is saved), or a state dict
+            itself: a mapping of names to tensors, saved as given.
+
+    Raises:
+        TypeError: neither a module nor a mapping of tensors.
+    """
+    if isinstance(model, Mapping):
+        bad = [k for k, v in model.items() if not isinstance(v, torch.Tensor)]
+        if bad:
+            raise TypeError(f"model: a state dict must map names to tensors; {bad[0]!r} "
+                            f"maps to a {type(model[bad[0]]).__name__}")
+        return len(_serialize(model if isinstance(model, dict) else dict(model),
+                              "state_dict", None))
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module or a state dict (a mapping of names to "
+                        f"tensors), got {type(model).__name__}")
+    return len(_serialize(model, "state_dict", None))
 
 
 # --------------------------------------------------------------------------- parameters

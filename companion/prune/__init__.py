@@ -25,57 +25,28 @@ smaller dense model, which runs faster with ordinary kernels.
 ==============================  ===============================================
 
 The package's files follow the chapter: ``unstructured`` (importance, masks,
-sparsity), ``schedules`` (when to prune while training), ``structured``
-(channels), ``l1`` (L1 penalty -> threshold -> fine-tune) and
-``semi_structured`` (2:4). Each imports only the files before it; every name is
-re-exported here, so ``companion.prune.X`` is the one address to use.
+sparsity), ``schedules`` (when to prune while training), ``channel_graph``
+(Torch-Pruning's dependency graph, for models that are not ``nn.Sequential``),
+``structured`` (channels), ``l1`` (L1 penalty -> threshold -> fine-tune) and
+``semi_structured`` (2:4). Each imports only the files before it; the public
+names (``__all__``) are re-exported here, so ``companion.prune.X`` is the one
+address to use. Private helpers stay in their files.
 """
 
 from __future__ import annotations
 
 from .._checks import own_public_names
-
-# every name of the former single module, private ones included (hence the noqa: they
-# are re-exported for callers, not used here); the public ones are listed in __all__
-from .l1 import (  # noqa: F401
-    L1PruneReport,
-    l1_prune_finetune_,
-)
-from .schedules import (  # noqa: F401
+from .l1 import L1PruneReport, l1_prune_finetune_
+from .schedules import (
     ConstantSparsity,
     PolynomialDecay,
     PruningCallback,
     Schedule,
-    _check_schedule,
     iterative_prune_,
 )
-from .semi_structured import (  # noqa: F401
-    semi_structured_mask,
-    to_semi_structured_,
-)
-from .structured import (  # noqa: F401
-    _LAYER,
-    _PASS,
-    _chain,
-    _check_plan,
-    _check_sequential,
-    _default_layers,
-    _input_index,
-    _mask_channels_,
-    _plan_for_graph,
-    _slice_layer,
-    _slice_norm,
-    prune_channels,
-    select_channels,
-)
-from .unstructured import (  # noqa: F401
-    _IMPORTANCE,
-    Target,
-    _get_importance,
-    _grad,
-    _scores,
-    _set_mask,
-    _weight,
+from .semi_structured import semi_structured_mask, to_semi_structured_
+from .structured import prune_channels, select_channels
+from .unstructured import (
     channel_l1,
     check_sparsity,
     effective_state_dict,

@@ -1,28 +1,47 @@
-"""2:4 semi-structured sparsity: the mask, and the CUDA sparse-tensor-core storage."""
+"""2:4 (N:M) semi-structured sparsity: the mask, and the CUDA sparse-tensor-core storage."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .._checks import check_tensor
+from .._checks import check_int, check_tensor
 
 
 # --------------------------------------------------------------------------- 2:4
 @torch.no_grad()
-def semi_structured_mask(weight: torch.Tensor) -> torch.Tensor:
-    """The 2:4 pattern: in every group of 4 consecutive inputs keep the 2 largest ``|w|``.
+def semi_structured_mask(weight: torch.Tensor, *, n: int = 2, m: int = 4) -> torch.Tensor:
+    """The N:M pattern (2:4 by default): in every group of ``m`` consecutive inputs
+    keep the ``n`` largest ``|weight|``.
+
+    The library's one N:M mask: :func:`to_semi_structured_` and
+    :func:`companion.lm_prune.prune_mask` (``pattern="2:4"``) use it.
+
+    Args:
+        weight: a 2-D ``(out, in)`` tensor: a weight (its magnitudes are
+            compared) or any non-negative score matrix of its shape (Wanda's
+            ``|W| * ||X||``).
+        n: entries kept per group, ``1 <= n <= m``.
+        m: group length along the input axis; the columns must be a multiple of it.
+
+    Returns:
+        A boolean keep-mask of the shape of ``weight``, with exactly ``n``
+        ``True`` in every group (ties broken by position).
 
     Raises:
-        ValueError: ``weight`` is not 2-D or its columns are not a multiple of 4.
+        TypeError: ``weight`` is not a floating tensor, ``n``/``m`` not ints.
+        ValueError: ``weight`` is not 2-D or its columns are not a multiple of
+            ``m``; ``n`` outside ``[1, m]``.
     """
     check_tensor(weight, "weight", floating=True)
-    if weight.dim() != 2 or weight.shape[1] % 4:
-        raise ValueError(f"weight must be 2-D with a multiple of 4 columns, "
+    m = check_int(m, "m", min_value=1)
+    n = check_int(n, "n", min_value=1, max_value=m)
+    if weight.dim() != 2 or weight.shape[1] % m:
+        raise ValueError(f"weight must be 2-D with a multiple of {m} columns, "
                          f"got {tuple(weight.shape)}")
-    groups = weight.detach().abs().reshape(-1, 4)
+    groups = weight.detach().abs().reshape(-1, m)
     mask = torch.zeros_like(groups, dtype=torch.bool)
-    mask.scatter_(1, groups.topk(2, dim=1).indices, True)
+    mask.scatter_(1, groups.topk(n, dim=1).indices, True)
     return mask.reshape(weight.shape)
 
 

@@ -9,6 +9,12 @@ import torch
 from torch import nn
 
 from .._checks import check_module
+from .channel_graph import (
+    _check_plan_layer,
+    remove_coupled_channels_,
+    select_by_group_l1,
+    zero_coupled_channels_,
+)
 from .unstructured import _weight, channel_l1, check_sparsity, remove
 
 # --------------------------------------------------------------------------- structured
@@ -47,13 +53,6 @@ def _chain(model: nn.Sequential, layer: str) -> tuple[list[str], str, bool]:
     raise ValueError(f"layers: {layer!r} is the output layer; its outputs cannot be pruned")
 
 
-def _check_sequential(model: nn.Module) -> nn.Sequential:
-    if not isinstance(model, nn.Sequential):
-        raise TypeError(f"model must be an nn.Sequential with named layers, "
-                        f"got {type(model).__name__}")
-    return model
-
-
 def _default_layers(model: nn.Sequential) -> list[str]:
     layers = [n for n, m in model.named_children() if isinstance(m, _LAYER)]
     return layers[:-1]  # never the output layer
@@ -71,8 +70,6 @@ def _plan_for_graph(model: nn.Module, example_input: Any) -> bool:
 
 
 def _check_plan(model: nn.Module, plan: Any) -> dict[str, torch.Tensor]:
-    from .._channel_graph import _check_plan_layer
-
     if not isinstance(plan, dict):
         raise TypeError(f"plan must be a ratio or a dict {{layer: kept indices}}, "
                         f"got {type(plan).__name__}")
@@ -109,8 +106,7 @@ def select_channels(model: nn.Module, ratio: float, *, layers: Sequence[str] | N
     check_module(model, "model")
     ratio = check_sparsity(ratio, "ratio")
     if _plan_for_graph(model, example_input):
-        from .._channel_graph import select
-        return select(model, ratio, example_input, layers)
+        return select_by_group_l1(model, ratio, example_input, layers)
     plan = {}
     for name in (list(layers) if layers is not None else _default_layers(model)):
         _chain(model, name)  # validates
@@ -148,8 +144,7 @@ def _mask_channels_(model: nn.Module, plan: dict[str, torch.Tensor], *,
     """
     check_module(model, "model")
     if _plan_for_graph(model, example_input):
-        from .._channel_graph import mask_
-        return mask_(model, _check_plan(model, plan), example_input)
+        return zero_coupled_channels_(model, _check_plan(model, plan), example_input)
     for name, keep in _check_plan(model, plan).items():
         norms, consumer, flat = _chain(model, name)
         mod = getattr(model, name)
@@ -242,8 +237,7 @@ def prune_channels(model: nn.Module, plan: float | dict[str, torch.Tensor], *,
     plan = _check_plan(model, plan)
     new = remove(model)
     if graph:
-        from .._channel_graph import prune_
-        return prune_(new, plan, example_input)
+        return remove_coupled_channels_(new, plan, example_input)
     in_idx: dict[str, torch.Tensor] = {}
     out_idx: dict[str, torch.Tensor] = {}
     for name, keep in plan.items():

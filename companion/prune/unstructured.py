@@ -186,13 +186,29 @@ def prune_(model: nn.Module, sparsity: float, *,
     return model
 
 
-def prune(model: nn.Module, sparsity: float, **kwargs) -> nn.Module:
-    """:func:`prune_` on a copy: the caller's model is left unchanged."""
+def prune(model: nn.Module, sparsity: float, *,
+          filter_fn: Callable[[nn.Module, str], bool] | None = None,
+          importance: str | Callable[..., torch.Tensor] = "magnitude",
+          scope: str = "local") -> nn.Module:
+    """:func:`prune_` on a copy: the caller's model is left unchanged.
+
+    The copy keeps the gradients of ``model`` (``"taylor"`` scores need them).
+
+    Args:
+        model: not modified.
+        sparsity, filter_fn, importance, scope: as in :func:`prune_`.
+
+    Returns:
+        The pruned copy (``torch.nn.utils.prune`` masks on its layers).
+
+    Raises:
+        ValueError: as :func:`prune_`.
+    """
     new = clone(model)
     for p_new, p_old in zip(new.parameters(), model.parameters(), strict=True):
         if p_old.grad is not None:  # deepcopy drops .grad; Taylor scores need it
             p_new.grad = p_old.grad.clone()
-    return prune_(new, sparsity, **kwargs)
+    return prune_(new, sparsity, filter_fn=filter_fn, importance=importance, scope=scope)
 
 
 @torch.no_grad()

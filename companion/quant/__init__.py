@@ -35,77 +35,42 @@ The package's files follow the chapter, bottom up: ``affine`` (the tensor-level
 math above), ``observers`` (calibration), ``configs`` (the model-level config
 dataclasses), ``modules`` (weight-only layers and QAT), ``backends`` (the
 ``torch.ao`` glue for dynamic and static int8) and ``api`` (:func:`quantize_model_`,
-:func:`quantize_model`). Each imports only the files before it; every name is
-re-exported here, so ``companion.quant.X`` is the one address to use.
+:func:`quantize_model`). Each imports only the files before it; the public names
+(``__all__``) are re-exported here, so ``companion.quant.X`` is the one address to
+use. Private helpers stay in their files.
 """
 
 from __future__ import annotations
 
 from .._checks import own_public_names
-
-# every name of the former single module, private ones included (hence the noqa: they
-# are re-exported for callers, not used here); the public ones are listed in __all__
-from .affine import (  # noqa: F401
+from .affine import (
     QTensor,
-    _as_range_end,
-    _broadcast,
-    _check_axis,
-    _check_qparams,
-    _codes,
-    _storage_dtype,
     choose_qparams,
     dequantize,
     error_bound,
     fake_quantize,
-    pack,
+    pack_bits,
     qrange,
     quantize,
     sqnr,
-    unpack,
+    unpack_bits,
 )
-from .api import (  # noqa: F401
-    _handler,
-    quantize_model,
-    quantize_model_,
-)
-from .backends import (  # noqa: F401
-    _FUSIONS,
-    _dynamic,
-    _ObserverModule,
-    _quiet_torch_ao,
-    _static,
-    fusion_groups,
-)
-from .configs import (  # noqa: F401
-    DynamicInt8Config,
-    PTQConfig,
-    QATConfig,
-    StaticInt8Config,
-    WeightOnlyConfig,
-)
-from .modules import (  # noqa: F401
+from .api import quantize_model, quantize_model_
+from .configs import DynamicInt8Config, PTQConfig, QATConfig, StaticInt8Config, WeightOnlyConfig
+from .modules import (
     FakeQuantize,
     QATLayer,
     QuantizedWeightLayer,
-    _become_,
-    _FrozenInput,
-    _layers_or_raise,
-    _replace,
-    _RoundSTE,
-    _weight_only_,
     calibrate_fake_quant_,
     convert_qat_,
     prepare_qat_,
 )
-from .observers import (  # noqa: F401
-    _LAYERS,
-    _OBSERVERS,
+from .observers import (
     MinMaxObserver,
     MovingAverageMinMaxObserver,
     MSEObserver,
     Observer,
     PercentileObserver,
-    _SampleObserver,
     calibrate,
     make_observer,
     quantizable_layers,
@@ -113,7 +78,7 @@ from .observers import (  # noqa: F401
 
 __all__ = [
     "QTensor", "qrange", "choose_qparams", "quantize", "dequantize", "fake_quantize",
-    "error_bound", "sqnr", "pack", "unpack",
+    "error_bound", "sqnr", "pack_bits", "unpack_bits",
     "Observer", "MinMaxObserver", "MovingAverageMinMaxObserver", "PercentileObserver",
     "MSEObserver", "make_observer", "calibrate",
     "WeightOnlyConfig", "DynamicInt8Config", "StaticInt8Config", "QATConfig", "PTQConfig",

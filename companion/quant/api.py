@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from .._checks import check_callable, check_module
-from ..train import _check_not_empty, clone
+from ..train import clone
+from ..train.evaluation import _check_not_empty
 from .backends import _dynamic, _static
 from .configs import DynamicInt8Config, PTQConfig, QATConfig, StaticInt8Config, WeightOnlyConfig
 from .modules import FilterFn, _become_, _weight_only_, calibrate_fake_quant_, prepare_qat_

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from .._checks import run_calibration
 from .configs import DynamicInt8Config, StaticInt8Config
 from .modules import FilterFn, _layers_or_raise
 from .observers import make_observer
@@ -112,19 +113,7 @@ def _static(model: nn.Module, config: StaticInt8Config, calibration: Iterable,
                                weight=tq.default_per_channel_weight_observer)
     with _quiet_torch_ao(), torch.no_grad():
         tq.prepare(model, inplace=True)
-        seen = 0
-        for i, batch in enumerate(calibration):
-            if i >= config.num_batches:
-                break
-            x = batch[0] if isinstance(batch, (tuple, list)) and batch else batch
-            if not isinstance(x, torch.Tensor):
-                raise TypeError("calibration must yield (inputs, labels) or input "
-                                f"tensors, got a batch of {type(x).__name__}")
-            model(x)
-            seen += 1
-        if not seen:
-            raise ValueError("calibration yielded no batch: the activation ranges "
-                             "need at least one")
+        run_calibration(model, calibration, config.num_batches)
         tq.convert(model, inplace=True)
     model.train(was_training)
     return model

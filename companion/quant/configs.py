@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .._checks import check_bool, check_choice, check_float, check_int
+from .._checks import CALIBRATION_BATCHES, check_bool, check_choice, check_float, check_int
 from .observers import _OBSERVERS
 
 
@@ -45,12 +45,12 @@ class StaticInt8Config:
 
     Args:
         observer: ``"minmax"``, ``"moving_average"``, ``"percentile"`` or ``"mse"``.
-        num_batches: calibration batches.
+        num_batches: calibration batches (default ``companion._checks.CALIBRATION_BATCHES``).
         backend: PyTorch's quantized engine; must be the active one.
     """
 
     observer: str = "minmax"
-    num_batches: int = 10
+    num_batches: int = CALIBRATION_BATCHES
     backend: str = "x86"
 
     def __post_init__(self) -> None:
@@ -98,13 +98,13 @@ class PTQConfig:
     Args:
         bits: weight bits (symmetric, per output channel).
         activation_bits: bits of each layer's input; default ``bits``.
-        num_batches: calibration batches.
+        num_batches: calibration batches (default ``companion._checks.CALIBRATION_BATCHES``).
         quantize_input: fake-quantize each layer's input too.
     """
 
     bits: int = 8
     activation_bits: int | None = None
-    num_batches: int = 10
+    num_batches: int = CALIBRATION_BATCHES
     quantize_input: bool = True
 
     def __post_init__(self) -> None:

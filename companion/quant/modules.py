@@ -10,8 +10,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_bool, check_callable, check_float, check_int, check_module
-from .affine import QTensor, _broadcast, choose_qparams, dequantize, pack, qrange, quantize, unpack
+from .._checks import (
+    CALIBRATION_BATCHES,
+    check_bool,
+    check_callable,
+    check_float,
+    check_int,
+    check_module,
+    run_calibration,
+)
+from .affine import (
+    QTensor,
+    _broadcast,
+    _codes_from_stored,
+    _stored_codes,
+    choose_qparams,
+    dequantize,
+    qrange,
+    quantize,
+)
 from .configs import QATConfig, WeightOnlyConfig
 from .observers import _LAYERS
 
@@ -20,23 +37,48 @@ from .observers import _LAYERS
 class QuantizedWeightLayer(nn.Module):
     """A Linear or Conv layer whose weight is stored as packed integer codes.
 
+    The one quantized layer of the library: :func:`quantize_model_` with a
+    :class:`WeightOnlyConfig`, :func:`convert_qat_` and
+    :func:`companion.lm_quant.quantize_lm` all build it. Buffers: ``codes``
+    (packed densely at their bit width, :func:`pack_bits`; wider than 8 bits,
+    one int16/int32 each), ``scale`` (its dtype as quantized: float32, or fp16
+    for a language model), ``zero_point`` (packed like the codes; ``None``
+    when every zero point is 0, as for symmetric codes) and the float ``bias``.
     ``forward`` dequantizes the weight and runs the float op (simulated
     integer compute; the saving is storage). A convolution keeps its
     ``padding_mode`` (``"circular"``, ``"reflect"``, ``"replicate"``).
 
     Args:
         layer: an ``nn.Linear``, ``nn.Conv1d`` or ``nn.Conv2d`` (not modified).
-        bits: 2 to 16 (symmetric, per output channel; packed two per byte up to 4 bits).
+        bits: 2 to 16, for the default quantization: symmetric, per output
+            channel. Ignored when ``weight`` is given.
+        weight: the layer's weight already quantized (any block size or axis,
+            e.g. group-wise codes from GPTQ or AWQ); default:
+            ``quantize(layer.weight, bits, symmetric=True, axis=0)``.
+
+    Raises:
+        TypeError: ``layer`` of another type, ``weight`` not a QTensor.
+        ValueError: ``weight`` of another shape than the layer's weight.
     """
 
-    def __init__(self, layer: nn.Module, bits: int = 8) -> None:
+    def __init__(self, layer: nn.Module, bits: int = 8, *, weight: QTensor | None = None
+                 ) -> None:
         super().__init__()
         if type(layer) not in _LAYERS:
             raise TypeError(f"layer must be nn.Linear/Conv1d/Conv2d, got {type(layer).__name__}")
-        bits = check_int(bits, "bits", min_value=2, max_value=16)
-        q = quantize(layer.weight.detach(), bits, symmetric=True, axis=0)
+        if weight is None:
+            bits = check_int(bits, "bits", min_value=2, max_value=16)
+            weight = quantize(layer.weight.detach(), bits, symmetric=True, axis=0)
+        elif not isinstance(weight, QTensor):
+            raise TypeError(f"weight must be a QTensor, got {type(weight).__name__}")
+        if tuple(weight.shape) != tuple(layer.weight.shape):
+            raise ValueError(f"weight has shape {tuple(weight.shape)}, the layer's weight "
+                             f"{tuple(layer.weight.shape)}")
         self.kind = type(layer).__name__
-        self.bits, self.shape = bits, tuple(layer.weight.shape)
+        self.bits, self.shape = weight.bits, tuple(weight.shape)
+        self.signed, self.axis, self.block_size = weight.is_signed, weight.axis, weight.block_size
+        if self.kind == "Linear":
+            self.out_features, self.in_features = self.shape
         self.conv_args = ({} if self.kind == "Linear" else
                           {"stride": layer.stride, "padding": layer.padding,
                            "dilation": layer.dilation, "groups": layer.groups})
@@ -45,37 +87,52 @@ class QuantizedWeightLayer(nn.Module):
             self.padding_mode = layer.padding_mode
             self.mode_padding = tuple(layer._reversed_padding_repeated_twice)
             self.conv_args["padding"] = 0
-        self.register_buffer("codes", pack(q))
-        self.register_buffer("scale", q.scale)
+        self.register_buffer("codes", _stored_codes(weight))
+        self.register_buffer("scale", weight.scale.detach().clone())
+        zp = weight.zero_point
+        self.zero_shape = tuple(zp.shape)
+        self.register_buffer("zero_point", None if not bool(zp.any()) else _stored_codes(
+            QTensor(zp, zp, zp, self.bits, None, tuple(zp.shape), self.signed)))
         self.bias = None if layer.bias is None else nn.Parameter(layer.bias.detach().clone())
 
+    def qtensor(self) -> QTensor:
+        """The stored weight, unpacked: codes, scales and zero points."""
+        codes = _codes_from_stored(self.codes, self.bits, self.signed, self.shape)
+        if self.zero_point is None:
+            zp = torch.zeros(self.zero_shape, dtype=torch.int32)
+        else:
+            zp = _codes_from_stored(self.zero_point, self.bits, self.signed,
+                                    self.zero_shape).to(torch.int32)
+        return QTensor(codes, self.scale, zp, self.bits, self.axis, self.shape, self.signed,
+                       self.block_size)
+
     def weight(self) -> torch.Tensor:
-        """The dequantized float weight."""
-        numel = math.prod(self.shape)
-        codes = unpack(self.codes, self.bits, True, numel).reshape(self.shape)
-        zero = torch.zeros_like(self.scale, dtype=torch.int32)
-        return dequantize(QTensor(codes, self.scale, zero, self.bits, 0, self.shape, True))
+        """The dequantized float32 weight."""
+        return dequantize(self.qtensor())
+
+    def bits_per_weight(self) -> float:
+        """Stored bits per weight: codes, scales and zero points (not the bias)."""
+        stored = sum(t.nbytes for t in (self.codes, self.scale, self.zero_point)
+                     if t is not None)
+        return 8 * stored / math.prod(self.shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight()
+        w = self.weight().to(x.dtype)
+        bias = None if self.bias is None else self.bias.to(x.dtype)
         if self.kind == "Linear":
-            return F.linear(x, w, self.bias)
+            return F.linear(x, w, bias)
         conv = F.conv1d if self.kind == "Conv1d" else F.conv2d
         mode = getattr(self, "padding_mode", "zeros")
         if mode != "zeros":
             x = F.pad(x, self.mode_padding, mode=mode)
-        return conv(x, w, self.bias, **self.conv_args)
+        return conv(x, w, bias, **self.conv_args)
 
     def extra_repr(self) -> str:
         mode = getattr(self, "padding_mode", "zeros")
         extra = "" if mode == "zeros" else f", padding_mode={mode!r}"
-        return f"{self.kind}, weight {self.shape}, {self.bits}-bit codes{extra}"
-
-
-def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
+        grain = (f", block_size={self.block_size}" if self.block_size is not None
+                 else "" if self.axis is None else f", axis={self.axis}")
+        return f"{self.kind}, weight {self.shape}, {self.bits}-bit codes{grain}{extra}"
 
 
 FilterFn = Callable[[nn.Module, str], bool]
@@ -103,7 +160,7 @@ def _weight_only_(model: nn.Module, config: WeightOnlyConfig,
         except ValueError as e:
             raise ValueError(f"model: layer {name!r}: {e}") from e
     for name, layer in new:
-        _replace(model, name, layer)
+        model.set_submodule(name, layer)
     return model
 
 
@@ -184,7 +241,7 @@ class FakeQuantize(nn.Module):
             warnings.warn(f"FakeQuantize{where} runs in eval mode but has no calibrated range "
                           "(it never saw data in training mode), so it uses [0, 0] and its "
                           "outputs are meaningless: call companion.quant.calibrate_fake_quant_"
-                          "(model, loader) or run a training step first", UserWarning,
+                          "(model, calibration) or run a training step first", UserWarning,
                           stacklevel=2)
         return self.lo, self.hi
 
@@ -245,20 +302,27 @@ def prepare_qat_(model: nn.Module, config: QATConfig, *,
         qat.weight_fq.label = f"{name}.weight_fq"
         if isinstance(qat.input_fq, FakeQuantize):
             qat.input_fq.label = f"{name}.input_fq"
-        _replace(model, name, qat)
+        model.set_submodule(name, qat)
     return model
 
 
 @torch.no_grad()
-def calibrate_fake_quant_(model: nn.Module, loader: Iterable, num_batches: int = 10) -> nn.Module:
+def calibrate_fake_quant_(model: nn.Module, calibration: Iterable,
+                          num_batches: int = CALIBRATION_BATCHES) -> nn.Module:
     """Set the activation ranges of a prepared model from data, without training (PTQ).
 
     Only the :class:`FakeQuantize` modules are put in training mode (so that
     they update their moving-average ranges); BatchNorm statistics and
     weights are left alone.
 
+    Args:
+        model: prepared by :func:`prepare_qat_`; changed in place and returned.
+        calibration: yields ``(inputs, labels)`` or inputs.
+        num_batches: batches to run (default ``companion._checks.CALIBRATION_BATCHES``).
+
     Raises:
-        ValueError: the model has no QATLayer, or ``loader`` yielded no batch.
+        TypeError: ``calibration`` not an iterable of batches.
+        ValueError: the model has no QATLayer, or ``calibration`` yielded no batch.
     """
     check_module(model, "model")
     num_batches = check_int(num_batches, "num_batches", min_value=1)
@@ -269,17 +333,10 @@ def calibrate_fake_quant_(model: nn.Module, loader: Iterable, num_batches: int =
     model.eval()
     for fq in fqs:
         fq.train()
-    seen = 0
     try:
-        for i, batch in enumerate(loader):
-            if i >= num_batches:
-                break
-            model(batch[0] if isinstance(batch, (tuple, list)) else batch)
-            seen += 1
+        run_calibration(model, calibration, num_batches)
     finally:
         model.train(was_training)
-    if not seen:
-        raise ValueError("loader yielded no batch: the activation ranges were not calibrated")
     return model
 
 
@@ -312,5 +369,5 @@ def convert_qat_(model: nn.Module) -> nn.Module:
     stored = [QuantizedWeightLayer(qat.layer, qat.weight_fq.bits) for _, qat in found]
     for (name, qat), layer in zip(found, stored, strict=True):
         qat.input_fq.eval()
-        _replace(model, name, _FrozenInput(qat.input_fq, layer))
+        model.set_submodule(name, _FrozenInput(qat.input_fq, layer))
     return model

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import torch
 from torch import nn
 
 from .._checks import (
+    CALIBRATION_BATCHES,
     check_bool,
     check_callable,
     check_choice,
@@ -17,6 +19,7 @@ from .._checks import (
     check_module,
     check_tensor,
     evaluating,
+    run_calibration,
 )
 from .affine import _codes, choose_qparams, qrange
 
@@ -184,26 +187,54 @@ def make_observer(kind: str, **kwargs) -> Observer:
     return _OBSERVERS[kind](**kwargs)
 
 
+@contextlib.contextmanager
+def _layer_hooks(modules: Mapping[str, nn.Module], record: Callable[[str, torch.Tensor], None],
+                 *, inputs: bool = True) -> Iterator[None]:
+    """While inside, call ``record(name, tensor)`` with the input (the first positional
+    argument) or the output of every module of ``modules`` on each of its calls.
+
+    The one hook collector of layer inputs: :func:`calibrate` feeds observers
+    with it, :func:`companion.lm_calibrate.block_inputs` the rows GPTQ, AWQ
+    and Wanda see. The hooks are removed on exit, also on an error.
+    """
+    def hook(name: str) -> Callable:
+        if inputs:
+            return lambda _m, args: record(name, args[0])
+        return lambda _m, _args, out: record(name, out)
+
+    handles = [(m.register_forward_pre_hook if inputs else m.register_forward_hook)(hook(n))
+               for n, m in modules.items()]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
 @torch.no_grad()
-def calibrate(model: nn.Module, loader: Iterable, layers: Iterable[str] | None = None, *,
-              observer: str | Callable[[], Observer] = "minmax", num_batches: int | None = None,
+def calibrate(model: nn.Module, calibration: Iterable, layers: Iterable[str] | None = None, *,
+              observer: str | Callable[[], Observer] = "minmax",
+              num_batches: int | None = CALIBRATION_BATCHES,
               inputs: bool = False) -> dict[str, Observer]:
-    """Run ``model`` over ``loader`` and observe the outputs (or inputs) of some layers.
+    """Run ``model`` over ``calibration`` and observe the outputs (or inputs) of some layers.
 
     Args:
         model: run in eval mode (mode restored after); not modified.
-        loader: yields ``(inputs, labels)`` or inputs.
+        calibration: yields ``(inputs, labels)`` or inputs.
         layers: names of submodules (``dict(model.named_modules())``); default:
             every Linear/Conv layer.
         observer: a name for :func:`make_observer` or a zero-argument factory.
-        num_batches: stop after this many batches (default: all).
+        num_batches: stop after this many batches (default
+            ``companion._checks.CALIBRATION_BATCHES``, 8; None: all).
         inputs: observe each layer's input instead of its output.
 
     Returns:
         ``{layer name: observer}``.
 
     Raises:
-        ValueError: an unknown layer name, or no layer to observe.
+        TypeError: ``calibration`` not an iterable of batches.
+        ValueError: an unknown layer name, no layer to observe, or ``calibration``
+            yielded no batch.
     """
     check_module(model, "model")
     if num_batches is not None:
@@ -220,26 +251,9 @@ def calibrate(model: nn.Module, loader: Iterable, layers: Iterable[str] | None =
             raise ValueError(f"layers: no submodule named {n!r}")
     factory = (lambda: make_observer(observer)) if isinstance(observer, str) else observer
     observers = {n: factory() for n in names}
-
-    def hook(name: str):
-        def fn(mod, args, out):
-            observers[name].update(args[0] if inputs else out)
-        return fn
-
-    handles = [modules[n].register_forward_hook(hook(n)) for n in names]
-    seen = 0
-    try:
-        with evaluating(model):
-            for i, batch in enumerate(loader):
-                if num_batches is not None and i >= num_batches:
-                    break
-                model(batch[0] if isinstance(batch, (tuple, list)) else batch)
-                seen += 1
-    finally:
-        for h in handles:
-            h.remove()
-    if not seen:
-        raise ValueError("loader yielded no batch: nothing was observed")
+    with _layer_hooks({n: modules[n] for n in names},
+                      lambda n, x: observers[n].update(x), inputs=inputs), evaluating(model):
+        run_calibration(model, calibration, num_batches)
     return observers
 
 

@@ -16,34 +16,12 @@ The files follow that order: ``evaluation`` (logits and accuracy), ``loop``
 from __future__ import annotations
 
 from .._checks import own_public_names
-from .evaluation import (  # noqa: F401  (private names: the other modules use them)
-    OutputFn,
-    Predictor,
-    _batches,
-    _check_not_empty,
-    _model_device,
-    _no_batch,
-    _output_fn,
-    evaluate,
-    logits_of,
-    predict_logits,
-)
-from .loop import (  # noqa: F401
-    PRECISIONS,
-    BatchLoss,
-    History,
-    NonFiniteLossError,
-    _default_batch_loss,
-    _device_batch,
-    _interactive,
-    _train_step,
-    fit,
-    resolve_precision,
-)
+from .evaluation import OutputFn, Predictor, evaluate, logits_of, predict_logits
+from .loop import PRECISIONS, BatchLoss, History, NonFiniteLossError, fit, resolve_precision
 from .setup import cached_training, clone, default_device, set_seed
 
 __all__ = ["set_seed", "default_device", "History", "NonFiniteLossError", "PRECISIONS",
            "resolve_precision", "fit", "evaluate", "predict_logits", "clone", "logits_of",
-           "cached_training"]
+           "cached_training", "OutputFn", "Predictor", "BatchLoss"]
 
 own_public_names(globals(), __name__)

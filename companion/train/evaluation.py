@@ -16,9 +16,27 @@ from .._checks import check_callable, evaluating
 OutputFn = Callable[[Any], torch.Tensor]
 
 
-def _batches(loader: Iterable, device: torch.device):
-    for x, y in loader:
-        yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+def _device_batch(batch: Any, device: torch.device, name: str = "loader", *,
+                  labelled: bool = True) -> tuple:
+    """``batch`` as a tuple ``(inputs, labels, ...)``, its tensors moved to ``device``.
+
+    The library's one batch mover: :func:`fit` passes every item to its
+    ``batch_loss``; :func:`predict_logits` and :func:`evaluate` read the first
+    two and ignore the rest (a distillation loader's teacher logits, say).
+    ``labelled=False`` accepts a one-item tuple (a ``batch_loss`` without labels).
+
+    Raises:
+        TypeError: ``batch`` is not a tuple or list (a bare input tensor).
+        ValueError: it holds fewer than two items (no labels) while ``labelled``.
+    """
+    if isinstance(batch, torch.Tensor) or not isinstance(batch, (tuple, list)):
+        raise TypeError(f"{name} must yield (inputs, labels, ...) tuples, got a "
+                        f"{type(batch).__name__}")
+    if len(batch) < (2 if labelled else 1):
+        raise ValueError(f"{name} must yield (inputs, labels, ...) tuples, got a "
+                         f"{type(batch).__name__} of {len(batch)} item(s): no labels")
+    return tuple(t.to(device, non_blocking=True) if isinstance(t, torch.Tensor) else t
+                 for t in batch)
 
 
 def logits_of(output: Any) -> torch.Tensor:
@@ -95,15 +113,17 @@ def predict_logits(model: Predictor, loader: Iterable,
             are restored); or any ``predict(inputs) -> logits`` callable (an
             ONNX Runtime or LiteRT runner, a compiled model), whose result may
             be a NumPy array.
-        loader: yields ``(inputs, labels)``.
+        loader: yields ``(inputs, labels)`` tuples, or longer ones (the loaders
+            :func:`fit` accepts; items after the labels are ignored).
         device: default: the device of the model's parameters (CPU for a callable).
         output_fn: maps ``model(x)`` to its logits tensor; default :func:`logits_of`
             (a tensor as is, else the ``logits`` of a dict / ``ModelOutput`` /
             dataclass, or the first element of a tuple).
 
     Raises:
-        ValueError: ``loader`` yielded no batch.
-        TypeError: ``model`` is neither a module nor callable, or its output
+        ValueError: ``loader`` yielded no batch, or a batch without labels.
+        TypeError: ``loader`` is not an iterable of ``(inputs, labels, ...)``
+            tuples; ``model`` is neither a module nor callable, or its output
             holds no logits tensor (pass ``output_fn``).
     """
     if not isinstance(model, nn.Module):
@@ -115,15 +135,17 @@ def predict_logits(model: Predictor, loader: Iterable,
     else:
         predict, mode = model, evaluating(model)
         device = torch.device(device) if device is not None else _model_device(model)
+    _check_not_empty(loader, "loader")
     get_logits = _output_fn(output_fn)
     logits, labels = [], []
     with mode:
-        for x, y in _batches(loader, device):
+        for batch in loader:
+            x, y = _device_batch(batch, device)[:2]
             out = predict(x)
             if isinstance(out, np.ndarray):  # ONNX Runtime, LiteRT
                 out = torch.from_numpy(out)
             logits.append(get_logits(out).float().cpu())
-            labels.append(y.cpu())
+            labels.append(torch.as_tensor(y).cpu())
     if not logits:
         raise ValueError("loader yielded no batch")
     return torch.cat(logits), torch.cat(labels)
@@ -136,8 +158,10 @@ def evaluate(model: Predictor, loader: Iterable,
 
     ``model`` is an ``nn.Module`` (eval mode, no gradients) or any
     ``predict(inputs) -> logits`` callable (an ONNX Runtime session's runner,
-    say); ``output_fn`` maps the model's output to its logits (default
-    :func:`logits_of`); see :func:`predict_logits`.
+    say); ``loader`` yields ``(inputs, labels, ...)`` tuples (the loaders
+    :func:`fit` accepts; items after the labels are ignored); ``output_fn``
+    maps the model's output to its logits (default :func:`logits_of`); see
+    :func:`predict_logits`, whose errors it raises.
     """
     logits, labels = predict_logits(model, loader, device, output_fn=output_fn)
     return (logits.argmax(1) == labels.to(logits.device)).float().mean().item()

@@ -6,7 +6,6 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
@@ -16,6 +15,7 @@ from .._checks import check_bool, check_callable, check_float, check_int, check_
 from .evaluation import (
     OutputFn,
     _check_not_empty,
+    _device_batch,
     _model_device,
     _no_batch,
     _output_fn,
@@ -92,15 +92,6 @@ def _interactive() -> bool:
     return sys.stderr.isatty() or "ipykernel" in sys.modules
 
 
-def _device_batch(batch: Any, device: torch.device) -> tuple:
-    """``batch`` as a tuple, its tensors moved to ``device``."""
-    if isinstance(batch, torch.Tensor) or not isinstance(batch, (tuple, list)):
-        raise TypeError(f"train_loader must yield (inputs, labels, ...) tuples, got "
-                        f"{type(batch).__name__}")
-    return tuple(t.to(device, non_blocking=True) if isinstance(t, torch.Tensor) else t
-                 for t in batch)
-
-
 def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: tuple,
                 batch_loss: BatchLoss, dtype: torch.dtype,
                 scaler: torch.amp.GradScaler | None, step: int, device_type: str) -> torch.Tensor:
@@ -160,7 +151,8 @@ def fit(model: nn.Module, train_loader: Iterable, *, epochs: int = 1,
     Args:
         model: trained in place (moved to ``device``); left in train mode.
         train_loader: yields ``(inputs, labels)`` or longer tuples
-            (``batch_loss`` sees all of it).
+            (``batch_loss`` sees all of it; with a ``batch_loss``, a one-item
+            ``(inputs,)`` tuple is accepted too).
         epochs: number of passes over ``train_loader``.
         optimizer: default ``Adam(model.parameters(), lr)``.
         lr: learning rate of the default optimizer.
@@ -193,12 +185,14 @@ def fit(model: nn.Module, train_loader: Iterable, *, epochs: int = 1,
             first element of a tuple).
 
     Raises:
-        ValueError: ``train_loader`` yields no batch; both ``loss_fn`` and
+        ValueError: ``train_loader`` yields no batch, or a batch without labels
+            for the default loss; both ``loss_fn`` and
             ``batch_loss``; an unknown ``precision``;
             :class:`NonFiniteLossError` (a ``ValueError``) when the loss
             becomes NaN or infinite without a ``grad_scaler`` (training stops there).
-        TypeError: the model's output holds no logits tensor (pass ``output_fn``),
-            or an argument of the wrong type.
+        TypeError: ``train_loader`` yields something other than tuples (a
+            bare input tensor); the model's output holds no logits tensor
+            (pass ``output_fn``), or an argument of the wrong type.
     """
     check_module(model, "model")
     epochs = check_int(epochs, "epochs", min_value=1)
@@ -222,6 +216,7 @@ def fit(model: nn.Module, train_loader: Iterable, *, epochs: int = 1,
         raise TypeError(f"history must be a History, got {type(history).__name__}")
     _check_not_empty(train_loader, "train_loader")
     get_logits = _output_fn(output_fn)
+    labelled = batch_loss is None  # the default loss reads batch[1]
     batch_loss = batch_loss or _default_batch_loss(loss_fn or nn.functional.cross_entropy,
                                                    get_logits)
     device = torch.device(device) if device is not None else _model_device(model)
@@ -243,7 +238,7 @@ def fit(model: nn.Module, train_loader: Iterable, *, epochs: int = 1,
             model.train()
             running, count, epoch_steps = 0.0, 0, 0
             for raw in train_loader:
-                batch = _device_batch(raw, device)
+                batch = _device_batch(raw, device, "train_loader", labelled=labelled)
                 t0 = time.perf_counter()
                 loss = _train_step(model, optimizer, batch, batch_loss, dtype, grad_scaler,
                                    history.steps, device.type)

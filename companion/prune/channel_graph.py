@@ -1,13 +1,14 @@
 """Structured pruning on any graph, with Torch-Pruning as the engine.
 
-:mod:`companion.prune` follows the channels of an ``nn.Sequential`` by hand
-(the version the book shows whole). Real networks join channels in ways a
-chain cannot see: a residual add ties the output channels of every block of
-a stage together, a depthwise convolution ties its inputs to its outputs, a
-concatenation shifts indices. Torch-Pruning (Fang et al., *DepGraph*, CVPR
-2023) traces the autograd graph of one forward pass and groups every slice
-that must go together; we use its dependency graph rather than re-deriving
-it, and keep the book's vocabulary (a plan is ``{layer: kept indices}``).
+:mod:`companion.prune.structured` follows the channels of an ``nn.Sequential``
+by hand (the version the book shows whole) and hands every other model to this
+file. Real networks join channels in ways a chain cannot see: a residual add
+ties the output channels of every block of a stage together, a depthwise
+convolution ties its inputs to its outputs, a concatenation shifts indices.
+Torch-Pruning (Fang et al., *DepGraph*, CVPR 2023) traces the autograd graph of
+one forward pass and groups every slice that must go together; we use its
+dependency graph rather than re-deriving it, and keep the book's vocabulary (a
+plan is ``{layer: kept indices}``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._checks import check_example_input, evaluating
+from .._checks import check_example_input, evaluating
 
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -121,8 +122,8 @@ def groups(model: nn.Module, plan: dict[str, Any], example_input: Any) -> list[A
     return out
 
 
-def select(model: nn.Module, ratio: float, example_input: Any,
-           layers: Sequence[str] | None) -> dict[str, torch.Tensor]:
+def select_by_group_l1(model: nn.Module, ratio: float, example_input: Any,
+                       layers: Sequence[str] | None) -> dict[str, torch.Tensor]:
     """``{layer: kept indices}`` by group L1 magnitude (Torch-Pruning's
     ``MagnitudeImportance(p=1)``: a channel's norm summed over every slice it
     couples), ``ratio`` of the channels of each group removed."""
@@ -164,7 +165,8 @@ def _zero(module: nn.Module, handler: str, idxs: list[int]) -> None:
 
 
 @torch.no_grad()
-def mask_(model: nn.Module, plan: dict[str, Any], example_input: Any) -> nn.Module:
+def zero_coupled_channels_(model: nn.Module, plan: dict[str, Any],
+                           example_input: Any) -> nn.Module:
     """Zero every slice the planned channels couple: producers' outputs, norms, and the
     consumers' input weights (so the masked model equals the pruned one through any
     activation, a Sigmoid included). Layer and group norms, which mix channels, are not
@@ -179,7 +181,8 @@ def mask_(model: nn.Module, plan: dict[str, Any], example_input: Any) -> nn.Modu
 
 
 @torch.no_grad()
-def prune_(model: nn.Module, plan: dict[str, Any], example_input: Any) -> nn.Module:
+def remove_coupled_channels_(model: nn.Module, plan: dict[str, Any],
+                             example_input: Any) -> nn.Module:
     """Remove the planned channels from ``model`` in place (the graph stays consistent)."""
     for group in groups(model, plan, example_input):
         group.prune()
