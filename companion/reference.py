@@ -15,13 +15,18 @@ number of epochs differ.
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+from typing import Any
+
 import torch
 from torch import nn
 
 from . import data, models, train
 from ._checks import check_choice
 
-__all__ = ["REFERENCE_MODELS", "reference_model"]
+__all__ = ["REFERENCE_MODELS", "reference_model", "results_dir", "load_record", "load_records"]
 
 # name -> (the model as the cache key spells it, its class, flat inputs, epochs)
 _RECIPES = {
@@ -58,3 +63,56 @@ def reference_model(name: str, *, device: torch.device | str | None = None) -> n
         train.fit(model.to(device or "cpu"), loader, epochs=epochs, progress=False)
 
     return train.cached_training(f"mnist-{name}", key, build, fit_fn).cpu()
+
+
+# --------------------------------------------------------------------------- recorded runs
+def results_dir() -> Path:
+    """The folder of the book's recorded runs (``benchmarks/results`` of the repository).
+
+    Looked for, in order: ``$COMPANION_RECORDS``; the repository that holds
+    the imported ``companion`` package (an editable install in a clone, as
+    the README sets up); the current directory and its parents. So a
+    notebook copied out of the repository still finds the records.
+
+    Raises:
+        FileNotFoundError: none of these holds the folder; the message lists
+            where it looked.
+    """
+    candidates = []
+    if os.environ.get("COMPANION_RECORDS"):
+        candidates.append(Path(os.environ["COMPANION_RECORDS"]))
+    candidates.append(Path(__file__).resolve().parents[1] / "benchmarks" / "results")
+    here = Path.cwd().resolve()
+    candidates += [d / "benchmarks" / "results" for d in (here, *here.parents)]
+    for folder in candidates:
+        if folder.is_dir():
+            return folder
+    looked = "\n  ".join(str(c) for c in dict.fromkeys(candidates))
+    raise FileNotFoundError("the book's records (benchmarks/results) were not found; looked "
+                            f"in:\n  {looked}\nset COMPANION_RECORDS to that folder of a clone "
+                            "of the book's repository")
+
+
+def load_record(name: str) -> dict[str, Any]:
+    """The recorded run ``benchmarks/results/<name>.json`` (``make bench`` writes them).
+
+    Raises:
+        TypeError: ``name`` is not a string.
+        FileNotFoundError: no such record (the message names the folder).
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a record's name such as 'llm', got {type(name).__name__}")
+    path = results_dir() / f"{name.removesuffix('.json')}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no record {path.name} in {path.parent}")
+    return json.loads(path.read_text())
+
+
+def load_records(folder: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every ``*.json`` record under ``benchmarks/results/<folder>`` as ``(file name, record)``
+    pairs, oldest name first; an empty list when the folder does not exist yet (e.g. ``"gpu"``
+    before any GPU machine ran ``make test-gpu``)."""
+    if not isinstance(folder, str):
+        raise TypeError(f"folder must be a string such as 'gpu', got {type(folder).__name__}")
+    sub = results_dir() / folder
+    return [(p.name, json.loads(p.read_text())) for p in sorted(sub.glob("*.json"))]

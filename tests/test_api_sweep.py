@@ -147,6 +147,8 @@ CASES: list[Case] = [
          no_auto=("variants", "example_input")),
     Case("reference.reference_model", reference.reference_model,
          lambda: {"name": "smallcnn-1ep"}, choices=("name",), run_valid=False),
+    Case("reference.load_record", reference.load_record, lambda: {"name": "llm"}),
+    Case("reference.load_records", reference.load_records, lambda: {"folder": "gpu"}),
     Case("measure.compare", measure.compare,
          lambda: {"variants": {"a": _mlp(), "b": _mlp()}, "example_input": _x(),
                   "eval_data": [(_x(), _y())], "repeats": 2, "warmup": 1},
@@ -443,6 +445,7 @@ CASES: list[Case] = [
 # Public functions and classes the sweep does not call, and why. The guard
 # below fails when a new public name appears in neither place.
 NOT_SWEPT: dict[str, str] = {
+    "reference.results_dir": "takes no argument (tests/test_records.py covers it)",
     **{f"data.{n}": "a class or fixed-path loader; its errors are tested in test_data.py"
        for n in ("Split", "ImageDataset", "Loaders", "default_cache_dir", "load_mnist",
                  "load_fashion_mnist", "keras_arrays")},
@@ -465,6 +468,9 @@ NOT_SWEPT: dict[str, str] = {
     "measure.bytes_per_value": "takes a torch.dtype; tested in test_measure.py",
     **{f"plot.{n}": "plots; label checks are tested in the notebooks' figures"
        for n in ("line_plot", "bar_plot", "histogram")},
+    **{f"plot.{n}": "schematic figures; labels and arguments tested in test_diagrams.py"
+       for n in ("diagram_lora", "diagram_fsdp", "diagram_gptq", "diagram_early_exit",
+                 "diagram_moe", "diagram_kv_cache", "diagram_int8_gemm")},
     **{f"quant.{n}": "a result, observer or layer class; tested in test_quant.py" for n in
        ("QTensor", "Observer", "MinMaxObserver", "MovingAverageMinMaxObserver",
         "PercentileObserver", "MSEObserver", "WeightOnlyConfig", "DynamicInt8Config",

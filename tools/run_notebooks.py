@@ -36,6 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_TIME = re.compile(r"(took \*\*)[^*]*(\*\* on)")   # in the first cell's "Running this page"
+os.environ.setdefault("COMPANION_STRICT_TIMING", "1")   # timing claims fail the run
 LOCK = Path(os.environ.get("TMPDIR", "/tmp")) / "companion-notebooks.lock"
 
 

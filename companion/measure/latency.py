@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import statistics
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -288,8 +290,18 @@ def assert_timing(comparison: LatencyComparison,
     independent measurement. ``condition`` is tried on ``comparison``, then on
     up to ``retries`` fresh re-measurements.
 
+    Where the claim still fails, what happens depends on who runs it. Under
+    the book's builds and tests (``COMPANION_STRICT_TIMING=1``, which
+    ``make test``, ``make book`` and ``make notebooks`` set) and in any
+    script, it raises. In an interactive Jupyter or IPython session without
+    that variable (a reader running a page on their own, perhaps slower or
+    busier, machine) it prints one line to stderr, which Jupyter highlights,
+    naming the claim, what was measured and the CPU, and returns, so "Run
+    All" goes on.
+
     Returns:
-        The comparison on which the condition held (print it if it changed).
+        The comparison on which the condition held (print it if it changed),
+        or the last measurement when an interactive session only warned.
 
     Raises:
         AssertionError: ``message`` and the speed-ups of every attempt.
@@ -307,5 +319,15 @@ def assert_timing(comparison: LatencyComparison,
         if condition(comparison):
             return comparison
         seen.append({n: round(comparison.speedup(n), 3) for n in comparison.names})
-    raise AssertionError(f"{message} (not true in {retries + 1} measurement(s); speed-ups "
-                         f"against {comparison.baseline}: {seen}; {comparison.cpu})")
+    failure = (f"{message} (not true in {retries + 1} measurement(s); speed-ups "
+               f"against {comparison.baseline}: {seen}; {comparison.cpu})")
+    if os.environ.get("COMPANION_STRICT_TIMING") != "1" and _interactive_session():
+        print(f"TIMING CLAIM NOT MET ON THIS MACHINE: {failure}", file=sys.stderr, flush=True)
+        return comparison
+    raise AssertionError(failure)
+
+
+def _interactive_session() -> bool:
+    """True inside a Jupyter kernel or an IPython shell, False in a plain script."""
+    ipython = sys.modules.get("IPython")
+    return ipython is not None and ipython.get_ipython() is not None
