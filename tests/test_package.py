@@ -131,20 +131,26 @@ def test_no_package_reexports_a_private_name():
 EAGER_PACKAGES = ["quant", "prune", "measure", "train", "infer", "lm", "llm"]
 
 
-@pytest.mark.parametrize("name", EAGER_PACKAGES)
-def test_package_namespace_is_its_all(name):
-    """Every public name a package holds is in its ``__all__`` (and the other way round),
-    and each public class or function says the package is its home (``__module__``)."""
+def _import_package(name: str):
+    """``companion.<name>``, or a skip when it needs an optional extra that is missing."""
     import importlib
-    import inspect
-    import types
 
     try:
-        package = importlib.import_module(f"companion.{name}")
+        return importlib.import_module(f"companion.{name}")
     except ModuleNotFoundError as err:
         if (err.name or "").startswith("companion"):
             raise
         pytest.skip(f"companion.{name} needs {err.name} (an optional extra)")
+
+
+@pytest.mark.parametrize("name", EAGER_PACKAGES)
+def test_package_namespace_is_its_all(name):
+    """Every public name a package holds is in its ``__all__`` (and the other way round),
+    and each public class or function says the package is its home (``__module__``)."""
+    import inspect
+    import types
+
+    package = _import_package(name)
     names = {n for n, v in vars(package).items()
              if not n.startswith("_") and not isinstance(v, types.ModuleType)
              and n not in ("annotations", "own_public_names")}
@@ -167,12 +173,7 @@ def test_no_file_shadows_a_package_name(name):
     import inspect
     import pkgutil
 
-    try:
-        package = importlib.import_module(f"companion.{name}")
-    except ModuleNotFoundError as err:
-        if (err.name or "").startswith("companion"):
-            raise
-        pytest.skip(f"companion.{name} needs {err.name} (an optional extra)")
+    package = _import_package(name)
     shadows = []
     for info in pkgutil.iter_modules(package.__path__):
         module = importlib.import_module(f"{package.__name__}.{info.name}")
