@@ -252,7 +252,8 @@ def test_pt2_archive(files, capsys, tmp_path):
     rc = cli.main(["report", files["pt2"], "--data", files["npz"], "--json", str(out)] + FAST)
     assert rc == 0, capsys.readouterr().err
     rows = {r["variant"]: r for r in json.loads(out.read_text())["rows"]}
-    assert rows["fp32"]["note"] == "the torch.export program as given"
+    # "...; the fastest plain fp32 here: speed-up baseline" follows when no plain form beat it
+    assert rows["fp32"]["note"].startswith("the torch.export program as given")
     assert rows["pruned 50%"]["note"].startswith("not applicable: a torch.export program")
     assert rows["ONNX Runtime fp32"]["accuracy"] == pytest.approx(rows["fp32"]["accuracy"])
     assert rows["ONNX Runtime int8"]["note"].endswith("calibrated on 16 calibration images")

@@ -45,6 +45,8 @@ cp -r "$repo/tests" "$work/tests"
 find "$work/tests" -name __pycache__ -prune -exec rm -rf {} +
 cd "$work"
 export PATH="$work/venv/bin:$PATH"   # the wheel's `companion` command
+# the recorded runs are the repository's data, not the package's: point the wheel at them
+export COMPANION_RECORDS="$repo/benchmarks/results"
 "$work/venv/bin/python" - "$repo" "$site_new" <<'EOF'
 import sys
 import companion
