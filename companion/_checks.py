@@ -18,6 +18,11 @@ from torch import nn
 #: named once: 8 batches of 32-128 samples fix every observer's range on the book's data.
 CALIBRATION_BATCHES = 8
 
+#: Loggers that print notices when torchao is first imported on a CPU machine: its
+#: optional CUDA kernels that do not load, and pytree's deprecation of its Enum
+#: registrations (silenced with :func:`quiet_loggers` where companion imports it).
+TORCHAO_IMPORT_LOGGERS = ("torchao", "torch.utils._pytree")
+
 
 def check_module(value: Any, name: str) -> nn.Module:
     if not isinstance(value, nn.Module):

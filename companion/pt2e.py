@@ -32,6 +32,7 @@ from torch import nn
 
 from ._checks import (
     CALIBRATION_BATCHES,
+    TORCHAO_IMPORT_LOGGERS,
     check_calibration,
     check_example_input,
     check_int,
@@ -43,14 +44,11 @@ from ._checks import (
 __all__ = ["quantize_pt2e", "compile_int8"]
 
 
-#: Loggers that print notices when torchao is first imported: its optional CUDA kernels
-#: that do not load on a CPU machine, and pytree's deprecation of its Enum registrations.
-_IMPORT_LOGGERS = ("torchao", "torch.utils._pytree")
 
 # torchao is imported when this module is, quietly: a reader's own torchao imports
 # after ``from companion import pt2e`` then print nothing either.
 try:
-    with quiet_loggers(*_IMPORT_LOGGERS):
+    with quiet_loggers(*TORCHAO_IMPORT_LOGGERS):
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
         from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
 except ImportError:  # pragma: no cover - torchao is in the engines extra

@@ -177,6 +177,7 @@ class _Work:
     cfg: ReportConfig
     output_fn: Callable[[Any], torch.Tensor]
     onnx_fp32: bytes | None = None   # the fp32 export, shared by both ONNX rows
+    calibration_note: str | None = None   # set by calibrated_on()
 
     @property
     def exported(self) -> bool:
@@ -201,6 +202,13 @@ class _Work:
         if self.calibration is None:
             raise ValueError(_NO_CALIBRATION)
         return self.calibration
+
+    def calibrated_on(self) -> str:
+        """What the int8 rows were calibrated on; the batches are counted once, for both."""
+        if self.calibration_note is None:
+            n = _count(self.need_calibration(), CALIBRATION_BATCHES)
+            self.calibration_note = _calibrated_on(n, self.x)
+        return self.calibration_note
 
 
 _Built = tuple[str, Variant] | None
@@ -236,11 +244,10 @@ def _int8_static(w: _Work, _: Any) -> _Built:
     graph = quantize_pt2e(_LogitsOnly(w.model, w.output_fn), w.x, calibration,
                           num_batches=CALIBRATION_BATCHES)
     run_int8 = compile_int8(graph, w.x)
-    n = _count(calibration, CALIBRATION_BATCHES)
     return "int8 static", Variant(
         run=lambda: run_int8(w.x), predict=run_int8, size_bytes=state_dict_bytes(graph),
         note=("PT2E: torchao X86InductorQuantizer + torch.compile int8 kernels; "
-              f"{_calibrated_on(n, w.x)}"))
+              f"{w.calibrated_on()}"))
 
 
 def _pruned(w: _Work, sparsity: float) -> _Built:
@@ -281,8 +288,7 @@ def _onnx(w: _Work, int8: bool) -> _Built:
     if calibration is not None:
         data = infer.quantize_onnx_int8(w.onnx_fp32, calibration,
                                         num_batches=CALIBRATION_BATCHES)
-        note = ("ONNX Runtime static int8 (QDQ); "
-                f"{_calibrated_on(_count(calibration, CALIBRATION_BATCHES), w.x)}")
+        note = f"ONNX Runtime static int8 (QDQ); {w.calibrated_on()}"
     else:
         data, note = w.onnx_fp32, "another engine (section 3.3)"
     session = infer.ort_session(data, threads=w.cfg.threads)

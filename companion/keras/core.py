@@ -25,7 +25,7 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
-from .._checks import check_choice, check_int, silenced_fd
+from .._checks import check_choice, check_int, quiet_loggers, silenced_fd
 
 # TensorFlow's C++ start-up notices (oneDNN options, absl's "log messages before
 # InitializeLog") are written to stderr while it loads; they say nothing to a reader.
@@ -133,29 +133,21 @@ def convert_to_tflite(model: keras.Model, mode: str = "float",
     # the converter prints its temporary paths, and warns that int8 inputs have no
     # statistics (their scale and zero point come from the representative data)
     # (and its C++ side logs options and "Ignored output_format" to stderr)
-    tf_logger, level = tf.get_logger(), tf.get_logger().level
-    tf_logger.setLevel("ERROR")                      # "Assets written to ..."
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), \
-                silenced_fd(2):
-            warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
-            return converter.convert()
-    finally:
-        tf_logger.setLevel(level)
+    # (and TensorFlow's logger "Assets written to ...")
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), \
+            silenced_fd(2), quiet_loggers("tensorflow"):
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+        return converter.convert()
 
 
-def _interpreter(tflite_bytes: bytes):
+def _interpreter(tflite_bytes: bytes, num_threads: int = 1):
+    """An allocated LiteRT interpreter; its one-time "Created TensorFlow Lite XNNPACK
+    delegate" notice, written to stderr by its C++ side, is not shown."""
     from ai_edge_litert.interpreter import Interpreter
     if not isinstance(tflite_bytes, (bytes, bytearray)):
         raise TypeError(f"tflite_bytes must be bytes, got {type(tflite_bytes).__name__}")
-    return _quiet_interpreter(Interpreter, tflite_bytes, 1)
-
-
-def _quiet_interpreter(interpreter_class, tflite_bytes: bytes, num_threads: int):
-    """An allocated interpreter; LiteRT's one-time "Created TensorFlow Lite XNNPACK
-    delegate" notice, written to stderr by its C++ side, is not shown."""
     with silenced_fd(2):
-        interp = interpreter_class(model_content=bytes(tflite_bytes), num_threads=num_threads)
+        interp = Interpreter(model_content=bytes(tflite_bytes), num_threads=num_threads)
         interp.allocate_tensors()
     return interp
 
@@ -225,9 +217,8 @@ def tflite_callable(tflite_bytes: bytes, x: np.ndarray, num_threads: int = 1):
     interpreter is built, resized to ``x``'s batch and fed once, outside the
     timed call (``x`` is quantized first for an int8 input).
     """
-    from ai_edge_litert.interpreter import Interpreter
     num_threads = check_int(num_threads, "num_threads", min_value=1)
-    interp = _quiet_interpreter(Interpreter, tflite_bytes, num_threads)
+    interp = _interpreter(tflite_bytes, num_threads)
     inp = interp.get_input_details()[0]
     x = np.asarray(x)
     if inp["dtype"] == np.int8:

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._checks import quiet_loggers
+from .._checks import TORCHAO_IMPORT_LOGGERS, quiet_loggers
 from ..data import default_cache_dir
 
 __all__ = ["SMOLLM2_FILE", "SMOLLM2_SHA256", "smollm2_path", "check_gguf", "load_smollm2"]
@@ -105,7 +105,7 @@ def _quiet() -> Iterator[None]:
     PyTorch's deprecation notes on torchao's enum registrations (both expected here;
     errors still show), and without its warnings about GGUF conversion. The loggers'
     levels are restored afterwards."""
-    with quiet_loggers("torchao", "torch.utils._pytree"), warnings.catch_warnings():
+    with quiet_loggers(*TORCHAO_IMPORT_LOGGERS), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import transformers
 
