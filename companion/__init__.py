@@ -10,6 +10,7 @@ Each technique lives in its own module, imported on first use so that
 ``companion.reference``       the book's trained reference models, cached
 ``companion.measure``         size, parameters, FLOPs, latency, accuracy
 ``companion.plot``            the figure helpers the chapters share
+``companion.page``            numbers glued into the prose, cells that need x86
 ``companion.quant``           affine quantization, calibration, int8 models, QAT
 ``companion.pt2e``            static int8 for any exportable model (torchao PT2E)
 ``companion.prune``           masks, schedules, structured (channel) pruning
@@ -49,6 +50,7 @@ _SUBMODULES = (
     "reference",
     "measure",
     "plot",
+    "page",
     "quant",
     "pt2e",
     "prune",
