@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import platform
-from typing import Any, TypeVar
+from typing import TypeVar
 
 __all__ = ["glue", "is_x86", "x86_only"]
 

@@ -15,7 +15,8 @@ check_prose = importlib.util.module_from_spec(_spec)
 sys.modules["check_prose"] = check_prose
 _spec.loader.exec_module(check_prose)
 
-NOTEBOOKS = sorted(p for p in (ROOT / "book").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+NOTEBOOKS = sorted(p for p in (ROOT / "book").rglob("*.ipynb")
+                   if ".ipynb_checkpoints" not in p.parts)
 CONSTANTS = check_prose.load_constants()
 
 
@@ -34,7 +35,8 @@ def test_a_number_injected_into_a_page_fails_the_check(tmp_path):
     page = NOTEBOOKS[0]
     nb = json.loads(page.read_text())
     first = next(c for c in nb["cells"] if c["cell_type"] == "markdown")
-    first["source"] = ["".join(first["source"]) + "\n\nThe model reaches 97.31% accuracy, 3.2x faster.\n"]
+    injected = "\n\nThe model reaches 97.31% accuracy, 3.2x faster.\n"
+    first["source"] = ["".join(first["source"]) + injected]
     bad = tmp_path / page.name
     bad.write_text(json.dumps(nb))
     before = [lit.text for lit in check_prose.check([page])]
@@ -62,7 +64,7 @@ def test_what_the_check_accepts(prose):
     ("it keeps 95.3% of the accuracy", ["95.3"]),
     ("one step takes 12 ms", ["12"]),
     ("## Exercises\n\n1. Try 0.8.\n\n:::{admonition} Solution to exercise 1\n"
-     ":class: dropdown\nIt gets 0.93.\n:::", ["0.93"]),                         # solutions are prose
+     ":class: dropdown\nIt gets 0.93.\n:::", ["0.93"]),  # solutions are prose
     ("the file is 105,968 bytes", ["105,968"]),
 ])
 def test_what_the_check_refuses(prose, expected):

@@ -38,7 +38,7 @@ CONSTANTS = ROOT / "tools" / "prose_constants.toml"
 
 # Regions that are not prose: replaced by spaces so that positions survive.
 _NOT_PROSE = [
-    re.compile(r"^(```|~~~).*?^\1[^\n]*$", re.S | re.M),  # fenced code and directives' bodies in backticks
+    re.compile(r"^(```|~~~)(?!\{).*?^\1[^\n]*$", re.S | re.M),  # fenced code (not ```{directive})
     re.compile(r"<!--.*?-->", re.S),  # comments
     re.compile(r"\$\$.*?\$\$", re.S),  # display math
     re.compile(r"(?<![\\$])\$[^$\n]+?\$"),  # inline math
@@ -104,7 +104,8 @@ def prose_of(markdown: str) -> str:
     return text
 
 
-def literals_in(markdown: str, constants: list[tuple[re.Pattern[str], str]]) -> list[tuple[str, str]]:
+def literals_in(markdown: str,
+                constants: list[tuple[re.Pattern[str], str]]) -> list[tuple[str, str]]:
     """The unexplained numeric literals of one markdown text, with context."""
     text = prose_of(markdown)
     allowed = [(m.start(), m.end()) for pattern, _ in constants for m in pattern.finditer(text)]
