@@ -76,3 +76,16 @@ def test_every_constant_gives_a_reason(tmp_path):
     bad.write_text('[[constant]]\npattern = "x"\nreason = " "\n')
     with pytest.raises(ValueError, match="reason"):
         check_prose.load_constants(bad)
+
+
+def test_a_glue_reference_needs_a_glued_value(tmp_path):
+    nb = {"cells": [
+        {"cell_type": "code", "source": [], "outputs": [{
+            "output_type": "display_data", "data": {"text/plain": "0.93"},
+            "metadata": {"scrapbook": {"name": "acc", "mime_prefix": ""}}}]},
+        {"cell_type": "markdown", "source": ["It scores {glue:text}`acc:.2f`, "
+                                             "{glue:text}`speedup:.1f` times faster."]},
+    ]}
+    page = tmp_path / "page.ipynb"
+    page.write_text(json.dumps(nb))
+    assert [lit.text for lit in check_prose.check([page])] == ["{glue:text}`speedup:.1f`"]

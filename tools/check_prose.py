@@ -121,16 +121,31 @@ def literals_in(markdown: str,
     return found
 
 
+_GLUE_REF = re.compile(r"\{glue(?::\w+)?\}`([^`:]+)(?::[^`]*)?`")
+
+
+def glued_names(cells: list[dict]) -> set[str]:
+    """The names ``glue`` stored in the notebook's outputs."""
+    return {out.get("metadata", {}).get("scrapbook", {}).get("name")
+            for cell in cells if cell["cell_type"] == "code" for out in cell.get("outputs", [])}
+
+
 def check(paths: list[Path]) -> list[Literal]:
+    """Unexplained literals, and glue references with no glued value stored in the page."""
     constants = load_constants()
     out = []
     for path in paths:
         cells = json.loads(path.read_text())["cells"]
+        stored = glued_names(cells)
         for i, cell in enumerate(cells):
             if cell["cell_type"] != "markdown":
                 continue
-            for value, context in literals_in("".join(cell["source"]), constants):
+            source = "".join(cell["source"])
+            for value, context in literals_in(source, constants):
                 out.append(Literal(path, i, value, context))
+            for ref in _GLUE_REF.finditer(source):
+                if ref.group(1).strip() not in stored:
+                    out.append(Literal(path, i, ref.group(0), "glued by no cell of this page"))
     return out
 
 
