@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import platform
 from typing import TypeVar
 
@@ -32,6 +34,11 @@ def glue(name: str, value: T) -> T:
     """
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"name must be a Python identifier such as 'dense_acc', got {name!r}")
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
+        raise TypeError(f"value must be a plain number or a string (use float(x) for a tensor), "
+                        f"got {type(value).__name__}")
+    if isinstance(value, numbers.Real) and not math.isfinite(value):
+        raise ValueError(f"value must be finite to be printed in the prose, got {value!r}")
     try:
         from myst_nb import glue as myst_glue
     except ImportError:  # a reader's Jupyter without Jupyter Book: nothing to glue into

@@ -54,6 +54,7 @@ from companion import (
     measure,
     models,
     optim,
+    page,
     parallel,
     prune,
     pt2e,
@@ -148,6 +149,10 @@ CASES: list[Case] = [
     Case("reference.reference_model", reference.reference_model,
          lambda: {"name": "smallcnn-1ep"}, choices=("name",), run_valid=False),
     Case("reference.load_record", reference.load_record, lambda: {"name": "llm"}),
+    Case("page.glue", page.glue, lambda: {"name": "acc", "value": 0.5},
+         bad={"name": ["", "two words", 3]}),
+    Case("page.x86_only", page.x86_only, lambda: {"what": "static int8"},
+         bad={"what": ["", None]}),
     Case("reference.load_records", reference.load_records, lambda: {"folder": "gpu"}),
     Case("measure.compare", measure.compare,
          lambda: {"variants": {"a": _mlp(), "b": _mlp()}, "example_input": _x(),
@@ -446,6 +451,7 @@ CASES: list[Case] = [
 # below fails when a new public name appears in neither place.
 NOT_SWEPT: dict[str, str] = {
     "reference.results_dir": "takes no argument (tests/test_records.py covers it)",
+    "page.is_x86": "takes no argument; tested in test_page.py",
     **{f"data.{n}": "a class or fixed-path loader; its errors are tested in test_data.py"
        for n in ("Split", "ImageDataset", "Loaders", "default_cache_dir", "load_mnist",
                  "load_fashion_mnist", "keras_arrays")},
@@ -538,7 +544,8 @@ NOT_SWEPT: dict[str, str] = {
        ("ReportConfig", "optimization_report", "plot_report")},
 }
 
-_SWEPT_MODULES = ("data", "models", "train", "reference", "measure", "plot", "quant", "pt2e",
+_SWEPT_MODULES = ("data", "models", "train", "reference", "measure", "plot", "page", "quant",
+                  "pt2e",
                   "prune", "sparse",
                   "architectures", "distill", "lr", "optim", "regularize", "infer", "amp",
                   "dynamic", "parallel", "lm", "lm_calibrate", "lm_quant", "lm_prune",
