@@ -65,5 +65,5 @@ def x86_only(what: str) -> bool:
     if is_x86():
         return True
     print(f"Skipped on {platform.machine() or 'this CPU'}: {what} needs an x86-64 CPU "
-          "(its int8 kernels exist only there); the stored outputs show an x86 run.")
+          "(its kernels exist only there); the stored outputs show an x86 run.")
     return False
