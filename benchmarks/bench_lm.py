@@ -1,11 +1,13 @@
-"""The byte-level language model of section 5.7: perplexity, KV cache, FSDP2.
+"""A byte-level language model like section 5.7's: perplexity, KV cache, FSDP2.
 
 Run:  python benchmarks/bench_lm.py   (about 1-2 minutes on 2 CPU cores; 2 more when
 the model is not cached yet). Writes benchmarks/results/lm.json.
 
-The model is companion.lm.TinyGPT (1.9 M parameters, bytes as tokens) trained by
-companion.lm.pretrained_lm on 24 files of the Python standard library (the corpus hash
-is recorded), measured on the *whole* validation split. Compression of a language
+The model is companion.lm.TinyGPT in the library's default configuration (1.9 M
+parameters, bytes as tokens) trained by companion.lm.pretrained_lm on 24 files of the
+Python standard library (the corpus hash is recorded), measured on the *whole*
+validation split. Section 5.7 trains a smaller one (d_model 128, 1,000 steps) to fit
+the book's build time, so its numbers are not this record's. Compression of a language
 model (quantization, pruning, decoding kernels) is measured on a real pretrained
 model, SmolLM2-135M, by bench_llm.py.
 """
