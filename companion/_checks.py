@@ -6,6 +6,7 @@ import contextlib
 import logging
 import math
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from numbers import Integral, Real
 from typing import Any
@@ -242,3 +243,14 @@ def silenced_fd(fd: int):
     finally:
         os.dup2(saved, fd)
         os.close(saved)
+
+
+def in_ipython() -> bool:
+    """True inside a Jupyter kernel or an IPython shell, False in a plain script.
+
+    Asks without creating a shell: ``IPython.get_ipython()`` only reports one
+    that exists (MyST-NB's ``glue`` would create one, so it runs only in here).
+    """
+    ipython = sys.modules.get("IPython")
+    return ipython is not None and ipython.get_ipython() is not None
+

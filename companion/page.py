@@ -4,7 +4,7 @@
   ``glue("acc", acc)`` in code and ``{glue:text}`acc:.4f``` in its markdown,
   and Jupyter Book inserts the number this run measured, so prose and output
   cannot disagree (``tools/check_prose.py`` refuses a number typed by hand).
-  Outside a book build (``myst_nb`` not installed) it only returns the value.
+  In a plain script, or in Jupyter without ``myst_nb``, it only returns the value.
 * :func:`x86_only` guards a cell whose kernels exist only on x86-64 (fbgemm's
   and x86 Inductor's int8, the CPU int4/int8 weight-only kernels): on another
   CPU it prints why the cell is skipped and returns False, so "Run All" goes on.
@@ -16,6 +16,8 @@ import math
 import numbers
 import platform
 from typing import TypeVar
+
+from ._checks import in_ipython
 
 __all__ = ["glue", "is_x86", "x86_only"]
 
@@ -39,6 +41,8 @@ def glue(name: str, value: T) -> T:
                         f"got {type(value).__name__}")
     if isinstance(value, numbers.Real) and not math.isfinite(value):
         raise ValueError(f"value must be finite to be printed in the prose, got {value!r}")
+    if not in_ipython():  # a plain script: no page to glue into (and no shell to create)
+        return value
     try:
         from myst_nb import glue as myst_glue
     except ImportError:  # a reader's Jupyter without Jupyter Book: nothing to glue into

@@ -10,13 +10,30 @@ import pytest
 from companion import page
 
 
-def test_glue_hands_the_value_to_myst_nb(monkeypatch):
+def _fake_myst_nb(monkeypatch) -> list:
     calls = []
     fake = types.ModuleType("myst_nb")
     fake.glue = lambda name, value, display=True: calls.append((name, value, display))
     monkeypatch.setitem(sys.modules, "myst_nb", fake)
+    return calls
+
+
+def test_glue_hands_the_value_to_myst_nb_in_a_kernel(monkeypatch):
+    calls = _fake_myst_nb(monkeypatch)
+    kernel = types.SimpleNamespace(get_ipython=lambda: object())
+    monkeypatch.setitem(sys.modules, "IPython", kernel)
     assert page.glue("dense_acc", 0.9731) == 0.9731
     assert calls == [("dense_acc", 0.9731, False)]      # stored, not shown twice
+
+
+def test_glue_in_a_plain_script_creates_no_ipython_shell(monkeypatch):
+    # myst_nb's glue would create an InteractiveShell, and assert_timing would then
+    # believe it runs in Jupyter and only warn: a script must stay a script
+    calls = _fake_myst_nb(monkeypatch)
+    monkeypatch.setitem(sys.modules, "IPython",
+                        types.SimpleNamespace(get_ipython=lambda: None))
+    assert page.glue("dense_acc", 0.9731) == 0.9731
+    assert calls == []
 
 
 def test_glue_without_jupyter_book_only_returns_the_value(monkeypatch):

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._checks import check_example_input, check_int, evaluating
+from .._checks import check_example_input, check_int, evaluating, in_ipython
 from .._timing import time_calls
 from .cpu import CPUInfo, cpu_info
 from .table import Table
@@ -321,13 +321,8 @@ def assert_timing(comparison: LatencyComparison,
         seen.append({n: round(comparison.speedup(n), 3) for n in comparison.names})
     failure = (f"{message} (not true in {retries + 1} measurement(s); speed-ups "
                f"against {comparison.baseline}: {seen}; {comparison.cpu})")
-    if os.environ.get("COMPANION_STRICT_TIMING") != "1" and _interactive_session():
+    if os.environ.get("COMPANION_STRICT_TIMING") != "1" and in_ipython():
         print(f"TIMING CLAIM NOT MET ON THIS MACHINE: {failure}", file=sys.stderr, flush=True)
         return comparison
     raise AssertionError(failure)
 
-
-def _interactive_session() -> bool:
-    """True inside a Jupyter kernel or an IPython shell, False in a plain script."""
-    ipython = sys.modules.get("IPython")
-    return ipython is not None and ipython.get_ipython() is not None
