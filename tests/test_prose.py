@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+if not (ROOT / "tools" / "check_prose.py").exists():  # the installed-wheel run copies tests/ only
+    pytest.skip("no tools/check_prose.py next to the tests", allow_module_level=True)
 _spec = importlib.util.spec_from_file_location("check_prose", ROOT / "tools" / "check_prose.py")
 check_prose = importlib.util.module_from_spec(_spec)
 sys.modules["check_prose"] = check_prose
