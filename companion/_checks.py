@@ -253,4 +253,3 @@ def in_ipython() -> bool:
     """
     ipython = sys.modules.get("IPython")
     return ipython is not None and ipython.get_ipython() is not None
-

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -12,13 +11,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 if not (ROOT / "tools" / "check_prose.py").exists():  # the installed-wheel run copies tests/ only
     pytest.skip("no tools/check_prose.py next to the tests", allow_module_level=True)
-_spec = importlib.util.spec_from_file_location("check_prose", ROOT / "tools" / "check_prose.py")
-check_prose = importlib.util.module_from_spec(_spec)
-sys.modules["check_prose"] = check_prose
-_spec.loader.exec_module(check_prose)
+sys.path.insert(0, str(ROOT / "tools"))
+import check_prose  # noqa: E402  (tools/ is not a package)
+from run_notebooks import all_notebooks  # noqa: E402
 
-NOTEBOOKS = sorted(p for p in (ROOT / "book").rglob("*.ipynb")
-                   if ".ipynb_checkpoints" not in p.parts)
+NOTEBOOKS = all_notebooks()
 CONSTANTS = check_prose.load_constants()
 
 

@@ -33,6 +33,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from run_notebooks import all_notebooks  # tools/ is on the path when a tool runs
+
 ROOT = Path(__file__).resolve().parent.parent
 CONSTANTS = ROOT / "tools" / "prose_constants.toml"
 
@@ -150,8 +152,7 @@ def check(paths: list[Path]) -> list[Literal]:
 
 
 def main(argv: list[str]) -> int:
-    paths = [Path(a).resolve() for a in argv] or sorted(
-        p for p in (ROOT / "book").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+    paths = [Path(a).resolve() for a in argv] or all_notebooks()
     found = check(paths)
     for literal in found:
         print(literal)
