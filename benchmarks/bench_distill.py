@@ -27,7 +27,7 @@ Goal (issue #6): the distilled student closes >= 50% of the student-teacher
 error gap, and its gain exceeds 2 standard deviations.
 
 Usage: ``python benchmarks/bench_distill.py [--threads N]`` (writes
-benchmarks/results/distill.json; about 14 minutes on one CPU thread).
+benchmarks/results/distill.json; about 12 minutes on one CPU thread).
 """
 
 from __future__ import annotations

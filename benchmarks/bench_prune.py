@@ -65,7 +65,9 @@ def han(make_model: Callable[[], torch.nn.Module], loaders: data.Loaders, *, see
     dense = measure.count_parameters(model)
     equal = train.clone(model)
     for m, pruned in ((model, True), (equal, False)):
-        train.set_seed(100 + seed)                        # the same draws for both branches
+        # the same global RNG state for both branches; the loader's own generator goes on,
+        # so each branch sees its epochs' batches in another shuffled order
+        train.set_seed(100 + seed)
         if schedule == "iterative":
             per_step = (retrain_epochs - 2) // 4
             for frac in (0.65, 0.86, 0.97, 1.0):
